@@ -1,0 +1,1 @@
+"""Alert model, sinks (EVE, incidents, evidence, audit, notifications, metrics)."""

@@ -1,0 +1,108 @@
+"""EVE-style JSON lines: the single header builder and the file writer.
+
+Header fields follow Suricata's EVE: ``timestamp`` (ISO 8601, microseconds, UTC offset),
+``flow_id``, ``community_id``, ``pcap_cnt`` (replay), ``event_type``, ``src_ip``,
+``src_port``, ``dest_ip``, ``dest_port``, ``proto``, ``app_proto``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sys
+import threading
+from typing import IO, Any
+
+from monitor.events import Event
+from monitor.model import PROTO_NAMES, TO_CLIENT
+
+_UTC = _dt.timezone.utc
+
+
+def format_ts(ts: float) -> str:
+    """1700000000.123456 -> '2023-11-14T22:13:20.123456+0000' (Suricata's form)."""
+    return _dt.datetime.fromtimestamp(ts, _UTC).strftime("%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+def eve_record(ev: Event, sensor: str | None = None) -> dict[str, Any]:
+    """Header + body for one event. The only place a header is built."""
+    rec: dict[str, Any] = {"timestamp": format_ts(ev.ts)}
+    flow = ev.flow
+    if flow is not None:
+        rec["flow_id"] = flow.flow_id
+        if flow.community_id:
+            rec["community_id"] = flow.community_id
+    if ev.iface:
+        rec["in_iface"] = ev.iface
+    elif flow is not None and flow.iface:
+        rec["in_iface"] = flow.iface
+    if ev.pcap_cnt is not None:
+        rec["pcap_cnt"] = ev.pcap_cnt
+    rec["event_type"] = ev.event_type
+    if flow is not None:
+        d = ev.direction if ev.direction is not None else 0
+        src, sport, dst, dport = flow.endpoints(d)
+        rec["src_ip"] = src
+        rec["src_port"] = sport
+        rec["dest_ip"] = dst
+        rec["dest_port"] = dport
+        rec["proto"] = PROTO_NAMES.get(flow.proto, str(flow.proto))
+        if flow.vlan:
+            rec["vlan"] = list(flow.vlan)
+        if flow.app_proto:
+            rec["app_proto"] = flow.app_proto
+        if ev.direction is not None:
+            rec["direction"] = "to_client" if ev.direction == TO_CLIENT else "to_server"
+    if ev.tx_id is not None:
+        rec["tx_id"] = ev.tx_id
+    if sensor:
+        rec["host"] = sensor
+    rec.update(ev.body)
+    return rec
+
+
+def dumps(rec: dict[str, Any]) -> str:
+    return json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class EveWriter:
+    """One writer for the EVE sink: whole lines, flushed per event (tail -f and crash safety)."""
+
+    def __init__(self, path: str, types: list[str] | None = None, sensor: str | None = None) -> None:
+        self.path = path
+        self.types = set(types or [])
+        self.sensor = sensor
+        self._lock = threading.Lock()
+        self._fh: IO[str]
+        if path == "-":
+            self._fh = sys.stdout
+            self._own = False
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._fh = open(path, "a", encoding="utf-8", buffering=1 << 16)
+            self._own = True
+
+    def __call__(self, ev: Event) -> None:
+        if self.types and ev.event_type not in self.types:
+            return
+        line = dumps(eve_record(ev, self.sensor)) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            if ev.event_type in ("alert", "stats", "anomaly"):
+                self._fh.flush()
+
+    def write_line(self, line: str) -> None:
+        """A pre-serialised EVE line (from a worker process); must end with a newline."""
+        with self._lock:
+            self._fh.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.flush()
+            if self._own:
+                self._fh.close()

@@ -1,0 +1,1 @@
+"""Application-layer parsers (sans-IO): reassembled bytes in, transactions/files/buffers out."""

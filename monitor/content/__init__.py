@@ -1,0 +1,1 @@
+"""Content decoders: HTTP codings, forms, MIME, archives, Office, PDF, text normalisation."""

@@ -1,0 +1,174 @@
+"""Files are first-class and protocol-independent (Zeek's Files framework).
+
+Every transferred object -- an HTTP body, a multipart part, a mail attachment, an FTP data
+stream, an archive member -- is one :class:`FileObject`. Parsers write bytes and gaps into it;
+the pipeline's :class:`FileListener` scans the bytes as they arrive, and on close runs the
+content decoders, checks fingerprints and writes the ``fileinfo`` event. A hash is reported
+only for a complete file without gaps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from typing import Any, Protocol
+
+from monitor.content.magic import HEAD_BYTES, detect_type
+from monitor.model import Flow
+
+STATE_OPEN = "OPEN"
+STATE_CLOSED = "CLOSED"
+STATE_TRUNCATED = "TRUNCATED"
+STATE_ERROR = "ERROR"
+
+_file_ids = itertools.count(1)
+
+
+class FileListener(Protocol):
+    def on_file_data(self, f: FileObject, data: bytes) -> None: ...
+    def on_file_gap(self, f: FileObject, length: int) -> None: ...
+    def on_file_close(self, f: FileObject) -> None: ...
+
+
+class FileObject:
+    """A transferred object. ``buffer`` keeps the content (up to ``max_buffer``) for decoders."""
+
+    __slots__ = (
+        "file_id", "flow", "tx_id", "direction", "name", "source", "protocol", "declared_type",
+        "detected_type", "size", "missing_bytes", "state", "depth", "parent", "charset",
+        "_sha256", "_md5", "sha256", "md5", "buffer", "buffer_overflow", "max_buffer",
+        "listener", "app", "extra", "_head", "declared_size",
+    )
+
+    def __init__(
+        self,
+        flow: Flow | None,
+        direction: int,
+        *,
+        name: str = "",
+        source: str = "",
+        protocol: str = "",
+        tx_id: int | None = None,
+        declared_type: str | None = None,
+        declared_size: int | None = None,
+        charset: str | None = None,
+        depth: int = 0,
+        parent: FileObject | None = None,
+        max_buffer: int = 64 << 20,
+        listener: FileListener | None = None,
+        app: dict[str, Any] | None = None,
+    ) -> None:
+        self.file_id = next(_file_ids)
+        self.flow = flow
+        self.tx_id = tx_id
+        self.direction = direction
+        self.name = name
+        self.source = source  # where path: "http.request.body > multipart[file=a.docx]"
+        self.protocol = protocol
+        self.declared_type = declared_type
+        self.declared_size = declared_size
+        self.detected_type: str | None = None
+        self.charset = charset
+        self.size = 0
+        self.missing_bytes = 0
+        self.state = STATE_OPEN
+        self.depth = depth
+        self.parent = parent
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5()  # noqa: S324 - an identifier, not security
+        self.sha256: str | None = None
+        self.md5: str | None = None
+        self.buffer: bytearray | None = bytearray()
+        self.buffer_overflow = False
+        self.max_buffer = max_buffer
+        self.listener = listener
+        self.app = app or {}  # app-layer object merged into fileinfo/alert events ({"http": {...}})
+        self.extra: dict[str, Any] = {}
+        self._head = b""
+
+    @property
+    def gaps(self) -> bool:
+        return self.missing_bytes > 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == STATE_OPEN
+
+    def write(self, data: bytes) -> None:
+        if self.state != STATE_OPEN or not data:
+            return
+        if self.size < HEAD_BYTES:
+            self._head += data[: HEAD_BYTES - self.size]
+        self.size += len(data)
+        self._sha256.update(data)
+        self._md5.update(data)
+        if self.buffer is not None:
+            if len(self.buffer) + len(data) <= self.max_buffer:
+                self.buffer += data
+            else:
+                self.buffer = None
+                self.buffer_overflow = True
+        if self.listener is not None:
+            self.listener.on_file_data(self, data)
+
+    def gap(self, length: int) -> None:
+        if self.state != STATE_OPEN or length <= 0:
+            return
+        self.missing_bytes += length
+        self.size += length
+        if self.buffer is not None:
+            # Content decoders cannot trust a buffer with a hole; the file is still scanned as a stream.
+            self.buffer = None
+        if self.listener is not None:
+            self.listener.on_file_gap(self, length)
+
+    def close(self, state: str | None = None) -> None:
+        """Finish the file. ``state`` TRUNCATED/ERROR overrides; gaps always mean TRUNCATED."""
+        if self.state != STATE_OPEN:
+            return
+        self.detected_type = detect_type(self._head)
+        if state in (STATE_ERROR, STATE_TRUNCATED):
+            self.state = state
+        elif self.gaps:
+            self.state = STATE_TRUNCATED
+        else:
+            self.state = STATE_CLOSED
+        if self.state == STATE_CLOSED:
+            self.sha256 = self._sha256.hexdigest()
+            self.md5 = self._md5.hexdigest()
+        if self.listener is not None:
+            self.listener.on_file_close(self)
+
+    def content(self) -> bytes | None:
+        """The whole content when it was kept (complete, within max_buffer), else None."""
+        if self.buffer is None or self.state != STATE_CLOSED:
+            return None
+        return bytes(self.buffer)
+
+    def fileinfo(self) -> dict[str, Any]:
+        """The EVE ``fileinfo`` object."""
+        info: dict[str, Any] = {
+            "file_id": self.file_id,
+            "filename": self.name,
+            "source": self.source,
+            "protocol": self.protocol,
+            "size": self.size,
+            "state": self.state,
+            "gaps": self.gaps,
+            "stored": False,
+            "depth": self.depth,
+        }
+        if self.tx_id is not None:
+            info["tx_id"] = self.tx_id
+        if self.declared_type:
+            info["declared_type"] = self.declared_type
+        if self.detected_type:
+            info["magic"] = self.detected_type
+        if self.missing_bytes:
+            info["missing_bytes"] = self.missing_bytes
+        if self.sha256:
+            info["sha256"] = self.sha256
+            info["md5"] = self.md5
+        if self.parent is not None:
+            info["parent_file_id"] = self.parent.file_id
+        return info

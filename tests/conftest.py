@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+PCAPS = ROOT / "pcaps"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TZ", "UTC")
+
+
+def needs_root_netns() -> pytest.MarkDecorator:
+    ok = os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("tcpdump") is not None
+    return pytest.mark.skipif(not ok, reason="needs root, iproute2 and tcpdump for network namespaces")
+
+
+def corpus(rel: str) -> Path:
+    p = CORPUS / rel
+    if not p.exists():
+        pytest.skip(f"corpus capture {rel} not present")
+    return p
+
+
+@pytest.fixture
+def corpus_path():
+    return corpus
