@@ -1,0 +1,470 @@
+"""Wires the stages in order: decode -> flows -> reassembly -> app-layer -> content -> detection -> sinks.
+
+The pipeline is also the :class:`~monitor.flow.reassembly.StreamSink` (reassembled bytes in)
+and, through :class:`FlowContext`, the :class:`~monitor.applayer.base.AppContext` of every
+parser (transactions, files and decoded buffers out). Errors in a parser or decoder are
+contained per flow: an ``applayer.parser_error`` anomaly and a counter, and the flow keeps
+being matched on its raw stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from alerts.eve import EveWriter, format_ts
+from monitor.applayer import registry
+from monitor.applayer.base import AppParser
+from monitor.config import Config
+from monitor.content.extract import Member, Notice, Text, extract
+from monitor.decode import Decoder
+from monitor.events import Event, EventBus
+from monitor.files import FileObject
+from monitor.flow.netset import NetSet
+from monitor.flow.reassembly import TcpReassembler
+from monitor.flow.table import FlowTable
+from monitor.model import PROTO_TCP, PROTO_UDP, TO_CLIENT, TO_SERVER, Flow, RawPacket
+from monitor.names import HostNames
+from monitor.stats import Stats
+
+log = logging.getLogger("leakmon.pipeline")
+
+# Anomaly events written per kind per second of traffic time; beyond, only the counter grows
+# (a flood of malformed packets must not turn into a flood of log lines).
+ANOMALY_EVENTS_PER_SECOND = 50
+MAX_TX_PER_FLOW = 64
+
+
+class FlowContext:
+    """The AppContext of one flow: what its parser may do."""
+
+    __slots__ = ("flow", "pipeline", "config", "stats", "ts")
+
+    def __init__(self, flow: Flow, pipeline: Pipeline) -> None:
+        self.flow = flow
+        self.pipeline = pipeline
+        self.config = pipeline.cfg
+        self.stats = pipeline.stats
+        self.ts = flow.start_ts
+
+    # -- events
+    def event(self, event_type: str, body: dict[str, Any], *, direction: int | None = None,
+              tx_id: int | None = None, ts: float | None = None) -> None:
+        if tx_id is not None:
+            self.tx_info(tx_id, body)
+        self.pipeline.emit(Event(event_type, ts if ts is not None else self.pipeline.now, body, self.flow,
+                                 direction=direction, tx_id=tx_id))
+
+    def tx_info(self, tx_id: int, body: dict[str, Any]) -> None:
+        txs = self.flow.metadata.setdefault("tx", OrderedDict())
+        txs[tx_id] = body
+        if len(txs) > MAX_TX_PER_FLOW:
+            txs.popitem(last=False)
+
+    def anomaly(self, kind: str, detail: str = "", *, direction: int | None = None,
+                tx_id: int | None = None) -> None:
+        self.pipeline.anomaly("applayer", kind, detail, flow=self.flow, direction=direction, tx_id=tx_id)
+
+    # -- files and buffers
+    def open_file(self, direction: int, *, name: str = "", source: str, protocol: str,
+                  tx_id: int | None = None, declared_type: str | None = None,
+                  declared_size: int | None = None, charset: str | None = None,
+                  app: dict[str, Any] | None = None, parent: FileObject | None = None) -> FileObject:
+        p = self.pipeline
+        f = FileObject(self.flow, direction, name=name, source=source, protocol=protocol, tx_id=tx_id,
+                       declared_type=declared_type, declared_size=declared_size, charset=charset,
+                       depth=(parent.depth + 1) if parent else 0, parent=parent,
+                       max_buffer=p.cfg.content.max_buffer, listener=p, app=app)
+        f.extra["ctx"] = self
+        return f
+
+    def inspect(self, data: bytes, *, where: str, direction: int, tx_id: int | None = None,
+                file: FileObject | None = None, charset: str | None = None) -> None:
+        if data:
+            self.pipeline.detection.buffer(self.flow, direction, bytes(data), where=where, ts=self.pipeline.now,
+                                           tx_id=tx_id, file=file, charset=charset)
+
+    # -- flow facts
+    def set_app_proto(self, name: str) -> None:
+        self.flow.app_proto = name
+
+    def learn_name(self, addr: bytes, name: str, source: str) -> None:
+        self.pipeline.names.learn(addr, name, source)
+
+    def expect(self, *, server: bytes | None, server_port: int | None, client: bytes | None,
+               factory: Callable[[Any], AppParser], info: dict[str, Any]) -> None:
+        self.pipeline.expect(server, server_port, client, factory, info)
+
+    def tls(self, info: dict[str, Any]) -> None:
+        self.flow.metadata["tls"] = info
+        self.pipeline.detection.tls(self.flow, info, self.pipeline.now)
+
+
+class Pipeline:
+    """One sensor pipeline (one per worker process)."""
+
+    def __init__(self, cfg: Config, *, stats: Stats | None = None, eve_path: str | None = None,
+                 detection: Any | None = None, replay: bool = False, evidence: bool | None = None) -> None:
+        self.cfg = cfg
+        self.stats = stats or Stats()
+        self.bus = EventBus(self.stats)
+        self.replay = replay
+        self.now = 0.0
+        self.started_wall = time.time()
+        self.started_mono = time.monotonic()
+        self.pcap_cnt = 0
+        self._anomaly_window: dict[str, tuple[int, int]] = {}
+        self.eve: EveWriter | None = None
+        path = eve_path if eve_path is not None else cfg.resolve(cfg.outputs.eve.path)
+        if path:
+            self.eve = EveWriter(path, cfg.outputs.eve.types, sensor=cfg.sensor.name)
+            self.bus.subscribe("eve", self.eve)
+        self.names = HostNames()
+        self.protected = NetSet(cfg.networks.protected)
+        self.decoder = Decoder(cfg, self.stats, self._decode_anomaly)
+        self.flows = FlowTable(cfg, self.stats, self.protected)
+        self.reassembler = TcpReassembler(cfg, self.stats, self)
+        if detection is None:
+            from detectors.engine import Detection
+
+            detection = Detection(cfg, self.stats, self.emit, self.names)
+        self.detection = detection
+        self._expect: OrderedDict[tuple[bytes | None, int | None], tuple[float, bytes | None, Callable[[Any], AppParser], dict[str, Any]]] = OrderedDict()
+        self.record_evidence = cfg.evidence.enabled if evidence is None else evidence
+        self._recorder_factory: Callable[[], Any] | None = None
+        if self.record_evidence:
+            from alerts.evidence import FlowRecorder
+
+            ev_cfg = cfg.evidence
+            self._recorder_factory = lambda: FlowRecorder(ev_cfg)
+        self._next_timer = 0.0
+        self._closed = False
+        # Per-interface [packets, bytes, last packet ts], folded into stats by the timers.
+        self._iface_counts: dict[str, list[Any]] = {}
+        self._iface_flushed: dict[str, tuple[int, int]] = {}
+
+    # ------------------------------------------------------------------ events
+
+    def emit(self, event: Event) -> None:
+        if event.pcap_cnt is None and self.replay and event.event_type != "stats":
+            event.pcap_cnt = self.pcap_cnt
+        self.bus.publish(event)
+
+    def anomaly(self, layer: str, kind: str, detail: str = "", *, flow: Flow | None = None,
+                direction: int | None = None, tx_id: int | None = None) -> None:
+        self.stats.incr(f"{layer}.anomaly", type=kind)
+        second = int(self.now)
+        start, count = self._anomaly_window.get(kind, (second, 0))
+        if start != second:
+            start, count = second, 0
+        count += 1
+        self._anomaly_window[kind] = (start, count)
+        if count > ANOMALY_EVENTS_PER_SECOND:
+            self.stats.incr("output.anomaly_suppressed")
+            return
+        body: dict[str, Any] = {"anomaly": {"type": layer, "event": kind}}
+        if detail:
+            body["anomaly"]["detail"] = detail
+        self.emit(Event("anomaly", self.now, body, flow, direction=direction, tx_id=tx_id))
+
+    def _decode_anomaly(self, kind: str, detail: str, raw: RawPacket) -> None:
+        layer = kind.split(".", 1)[0]
+        layer = layer if layer in ("decode", "defrag", "capture") else "decode"
+        self.anomaly(layer, kind, detail)
+
+    # ------------------------------------------------------------------ packets
+
+    def process(self, raw: RawPacket) -> None:
+        """The per-packet path. Keep it lean: everything here runs for every frame."""
+        self.pcap_cnt = raw.pcap_cnt
+        ts = raw.ts
+        if ts > self.now:
+            self.now = ts
+            if ts >= self._next_timer:
+                self._timers(ts)
+        counts = self._iface_counts.get(raw.iface)
+        if counts is None:
+            counts = self._iface_counts[raw.iface] = [0, 0, 0.0]
+        counts[0] += 1
+        counts[1] += raw.wire_len or len(raw.data)
+        counts[2] = ts
+        pkt = self.decoder.decode(raw)
+        if pkt is None:
+            return
+        flows = self.flows
+        flow, direction, created = flows.lookup(pkt)
+        if created:
+            self._flow_started(flow, raw)
+        rec = flow.recorder
+        if rec is not None:
+            rec.add(raw)
+        if pkt.proto == PROTO_TCP:
+            self.reassembler.packet(flow, direction, pkt)
+        elif pkt.payload:
+            parser = flow.parser
+            if parser is not None:
+                try:
+                    parser.feed(direction, pkt.payload, ts)
+                except Exception as exc:  # noqa: BLE001
+                    self._parser_failed(flow, exc)
+            self.detection.buffer(flow, direction, pkt.payload, where=f"{flow.app_proto or 'udp'}.datagram",
+                                  ts=ts, tx_id=None, file=None, charset=None)
+        if flows.ended:
+            self._drain_ended("memcap")
+
+    def process_many(self, packets: Iterable[RawPacket]) -> None:
+        process = self.process
+        for raw in packets:
+            process(raw)
+
+    def inject(self, packets: list[RawPacket]) -> None:
+        """Synthetic packets (canary) go through the same path as captured ones."""
+        for raw in packets:
+            self.process(raw)
+
+    def _flow_started(self, flow: Flow, raw: RawPacket) -> None:
+        flow.iface = raw.iface
+        ctx = FlowContext(flow, self)
+        flow.metadata["ctx"] = ctx
+        if self._recorder_factory is not None:
+            flow.recorder = self._recorder_factory()
+        if flow.proto == PROTO_TCP:
+            exp = self._match_expectation(flow)
+            if exp is not None:
+                factory, info = exp
+                flow.metadata["expected"] = info
+                flow.parser = factory(ctx)
+            else:
+                flow.parser = registry.new_tcp_parser(ctx)
+        elif flow.proto == PROTO_UDP:
+            flow.parser = registry.new_udp_parser(ctx)
+
+    # ------------------------------------------------------------------ expectations (FTP data)
+
+    def expect(self, server: bytes | None, server_port: int | None, client: bytes | None,
+               factory: Callable[[Any], AppParser], info: dict[str, Any]) -> None:
+        key = (server, server_port)
+        self._expect[key] = (self.now + self.cfg.app_layer.ftp_data_timeout, client, factory, info)
+        self._expect.move_to_end(key)
+        while len(self._expect) > 10_000:
+            self._expect.popitem(last=False)
+            self.stats.incr("applayer.expectation_evicted")
+
+    def _match_expectation(self, flow: Flow) -> tuple[Callable[[Any], AppParser], dict[str, Any]] | None:
+        if not self._expect:
+            return None
+        for key in ((flow.server, flow.sport), (None, flow.sport), (flow.server, None)):
+            hit = self._expect.get(key)
+            if hit is None:
+                continue
+            deadline, client, factory, info = hit
+            if deadline < self.now:
+                del self._expect[key]
+                continue
+            if client is not None and client != flow.client:
+                continue
+            del self._expect[key]
+            self.stats.incr("applayer.expectation_matched")
+            return factory, info
+        return None
+
+    # ------------------------------------------------------------------ StreamSink
+
+    def on_data(self, flow: Flow, direction: int, data: bytes, ts: float) -> None:
+        parser = flow.parser
+        if parser is not None:
+            try:
+                parser.feed(direction, data, ts)
+            except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the sensor
+                self._parser_failed(flow, exc)
+        self.detection.stream_data(flow, direction, data, ts, self.pcap_cnt)
+
+    def on_gap(self, flow: Flow, direction: int, length: int, ts: float) -> None:
+        flow.gaps += 1
+        flow.metadata["gap_bytes"] = flow.metadata.get("gap_bytes", 0) + length
+        parser = flow.parser
+        if parser is not None:
+            try:
+                parser.gap(direction, length, ts)
+            except Exception as exc:  # noqa: BLE001
+                self._parser_failed(flow, exc)
+        self.detection.stream_gap(flow, direction, length)
+
+    def on_overlap(self, flow: Flow, direction: int, offset: int, kept: bytes, other: bytes, ts: float) -> None:
+        self.anomaly("stream", "stream.overlap_different_data", f"offset={offset} length={len(other)}",
+                     flow=flow, direction=direction)
+        # A DLP sensor must not be blinded by an ambiguity: the other version is matched too.
+        self.detection.stream_alt(flow, direction, other, ts)
+
+    def on_anomaly(self, flow: Flow, direction: int, kind: str, detail: str = "") -> None:
+        self.anomaly("stream", kind, detail, flow=flow, direction=direction)
+
+    def on_depth(self, flow: Flow, direction: int) -> None:
+        self.anomaly("stream", "stream.depth_reached", f"depth={self.cfg.stream.depth}", flow=flow,
+                     direction=direction)
+
+    def _parser_failed(self, flow: Flow, exc: Exception) -> None:
+        name = getattr(flow.parser, "name", "?")
+        log.debug("parser %s failed on flow %d: %r", name, flow.flow_id, exc)
+        self.anomaly("applayer", "applayer.parser_error", f"{name}: {type(exc).__name__}", flow=flow)
+        flow.parser = None
+
+    # ------------------------------------------------------------------ FileListener
+
+    def on_file_data(self, f: FileObject, data: bytes) -> None:
+        self.detection.file_data(f, data, self.now)
+
+    def on_file_gap(self, f: FileObject, length: int) -> None:
+        self.detection.file_gap(f, length)
+
+    def on_file_close(self, f: FileObject) -> None:
+        self.stats.incr("files", protocol=f.protocol or "other", state=f.state)
+        ctx: FlowContext | None = f.extra.get("ctx")
+        self.detection.file_closed(f, self.now)
+        content = f.content()
+        if content is not None and ctx is not None:
+            self._extract(f, content, ctx)
+        elif f.buffer_overflow:
+            self.stats.incr("content.cap", cap="buffer")
+        body: dict[str, Any] = dict(f.app)
+        body["fileinfo"] = f.fileinfo()
+        if f.extra.get("encrypted"):
+            body["fileinfo"]["encrypted"] = True
+        self.emit(Event("fileinfo", self.now, body, f.flow, direction=f.direction, tx_id=f.tx_id))
+        f.buffer = None  # the content has been used; do not keep it with the flow
+
+    def _extract(self, f: FileObject, content: bytes, ctx: FlowContext) -> None:
+        limits = self.cfg.content
+        if f.depth >= limits.max_depth:
+            self.stats.incr("content.cap", cap="depth")
+            return
+        try:
+            for item in extract(content, name=f.name, mime=f.declared_type or f.detected_type, depth=f.depth,
+                                limits=limits, stats=self.stats):
+                if isinstance(item, Text):
+                    ctx.inspect(item.text.encode("utf-8"), where=f"{f.source} > {item.where}",
+                                direction=f.direction, tx_id=f.tx_id, file=f, charset="utf-8")
+                elif isinstance(item, Member):
+                    child = ctx.open_file(f.direction, name=item.name, source=f"{f.source} > {item.path}",
+                                          protocol=f.protocol, tx_id=f.tx_id, parent=f, app=f.app)
+                    child.write(item.data)
+                    child.close()
+                elif isinstance(item, Notice):
+                    if item.kind == "encrypted":
+                        f.extra["encrypted"] = True
+                    self.anomaly("content", f"content.{item.kind}", item.detail, flow=f.flow,
+                                 direction=f.direction, tx_id=f.tx_id)
+        except Exception as exc:  # noqa: BLE001 - extract() promises not to raise; contain if it does
+            self.anomaly("content", "content.decoder_error", type(exc).__name__, flow=f.flow)
+
+    # ------------------------------------------------------------------ timers and flow end
+
+    def flush_counters(self) -> None:
+        """Fold the per-interface packet/byte counts into stats (cheap; runs on the 1 s timer)."""
+        for iface, (pkts, nbytes, last) in self._iface_counts.items():
+            name = iface or "pcap"
+            done_p, done_b = self._iface_flushed.get(iface, (0, 0))
+            if pkts != done_p:
+                self.stats.incr("capture.packets", pkts - done_p, iface=name)
+                self.stats.incr("capture.bytes", nbytes - done_b, iface=name)
+                self._iface_flushed[iface] = (pkts, nbytes)
+            self.stats.set("capture.last_packet_ts", last, iface=name)
+        self.stats.set("flow.active", len(self.flows))
+
+    @property
+    def packets(self) -> int:
+        return sum(c[0] for c in self._iface_counts.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(c[1] for c in self._iface_counts.values())
+
+    def tick(self, now: float) -> None:
+        """Run timers when no packet arrived (live capture idle)."""
+        if now > self.now:
+            self.now = now
+        if now >= self._next_timer:
+            self._timers(now)
+
+    def _timers(self, now: float) -> None:
+        self._next_timer = now + 1.0
+        self.flush_counters()
+        for flow in self.flows.expire(now):
+            self._end_flow(flow, "timeout")
+        if self.flows.ended:
+            self._drain_ended("memcap")
+        self.decoder.expire(now)
+        self.reassembler.check_timeouts_all(now) if hasattr(self.reassembler, "check_timeouts_all") else None
+        if self._expect:
+            for key in [k for k, v in self._expect.items() if v[0] < now]:
+                del self._expect[key]
+
+    def _drain_ended(self, reason: str) -> None:
+        ended = self.flows.ended
+        while ended:
+            self._end_flow(ended.pop(), reason)
+
+    def _end_flow(self, flow: Flow, reason: str) -> None:
+        ts = max(self.now, flow.last_ts)
+        if flow.proto == PROTO_TCP:
+            self.reassembler.close(flow, ts)
+        parser = flow.parser
+        if parser is not None:
+            try:
+                parser.close(ts)
+            except Exception as exc:  # noqa: BLE001
+                self._parser_failed(flow, exc)
+        self.detection.flow_end(flow)
+        flow.end_reason = reason
+        self.emit(Event("flow", ts, {"flow": self.flow_record(flow, reason)}, flow))
+        flow.parser = None
+        flow.streams = None
+        flow.metadata.pop("ctx", None)
+
+    def flow_record(self, flow: Flow, reason: str) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "pkts_toserver": flow.pkts[TO_SERVER],
+            "pkts_toclient": flow.pkts[TO_CLIENT],
+            "bytes_toserver": flow.bytes[TO_SERVER],
+            "bytes_toclient": flow.bytes[TO_CLIENT],
+            "start": format_ts(flow.start_ts),
+            "end": format_ts(flow.last_ts),
+            "age": int(flow.last_ts - flow.start_ts),
+            "state": flow.state if flow.state in ("new", "established", "closed") else "established",
+            "reason": reason,
+            "alerted": flow.alerted,
+            "gaps": flow.gaps,
+            "protected_side": flow.protected_side,
+        }
+        if flow.metadata.get("gap_bytes"):
+            rec["gap_bytes"] = flow.metadata["gap_bytes"]
+        return rec
+
+    def stats_event(self) -> Event:
+        snap = self.stats.snapshot()
+        snap["uptime"] = round(time.monotonic() - self.started_mono, 3)
+        return Event("stats", self.now or time.time(), {"stats": snap})
+
+    def finish(self, reason: str = "shutdown") -> None:
+        """Flush every flow, write final stats, close outputs. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for flow in self.flows.flush():
+            self._end_flow(flow, reason)
+        self._drain_ended(reason)
+        self.flush_counters()
+        self.emit(self.stats_event())
+        if self.eve is not None:
+            self.eve.close()
+
+    def rss_bytes(self) -> int:
+        try:
+            with open(f"/proc/{os.getpid()}/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return 0
