@@ -23,7 +23,7 @@ from monitor.config import Config
 from monitor.content.extract import Member, Notice, Text, extract
 from monitor.decode import Decoder
 from monitor.events import Event, EventBus
-from monitor.files import FileObject
+from monitor.files import STATE_TRUNCATED, FileObject
 from monitor.flow.netset import NetSet
 from monitor.flow.reassembly import TcpReassembler
 from monitor.flow.table import FlowTable
@@ -352,7 +352,8 @@ class Pipeline:
                     child = ctx.open_file(f.direction, name=item.name, source=f"{f.source} > {item.path}",
                                           protocol=f.protocol, tx_id=f.tx_id, parent=f, app=f.app)
                     child.write(item.data)
-                    child.close()
+                    # A member cut short by a cap must not report a hash of partial data.
+                    child.close(STATE_TRUNCATED if getattr(item, "truncated", False) else None)
                 elif isinstance(item, Notice):
                     if item.kind == "encrypted":
                         f.extra["encrypted"] = True

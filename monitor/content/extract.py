@@ -1,0 +1,264 @@
+"""Content decoders: one container level of a file into members, text buffers and notices.
+
+    for item in extract(data, name="a.docx", mime=None, depth=0, limits=cfg.content, stats=stats):
+        Member -> the pipeline makes a child FileObject and calls extract() on it with depth + 1
+        Text   -> inspected by the detectors (where: "zip:word/document.xml", "pdf:page3")
+        Notice -> event + counter (encrypted, bomb, depth, members, malformed, truncated)
+
+The format comes from the content (magic bytes, archive directory), the name and MIME type are
+only hints. ``extract`` never raises: every cap in ``limits`` is enforced while streaming and a
+breach yields a Notice and counts ``content.cap{cap=ratio|size|depth|members|text|time|pages}``;
+each decoded document counts ``content.decoded{format=...}``. :func:`walk` follows members
+recursively (for ``leakmon fingerprint index`` and tests), the pipeline does its own recursion.
+
+Formats: zip (stored, deflate, bzip2), gzip, bzip2, xz, tar, OOXML, ODF, PDF, OLE2 Office
+(doc, xls, ppt, encrypted OOXML) and plain text in any charset :func:`charset.guess` knows.
+"""
+
+from __future__ import annotations
+
+import lzma
+import time
+from collections.abc import Callable, Iterator
+
+from monitor.config import ContentConfig
+from monitor.content import charset
+from monitor.content.archive import gunzip, gzip_name, read_all, read_zip_member, tar_members, zip_members
+from monitor.content.budget import NOTICE_OF_CAP, Budget, CapHit, Malformed, account, inflate
+from monitor.content.items import Item, Member, Notice, Text
+from monitor.content.odf import odf_format, odf_items
+from monitor.content.ole2 import OLE_MAGIC, ole_items
+from monitor.content.ooxml import is_ooxml, ooxml_format, ooxml_items
+from monitor.content.pdf import pdf_items
+from monitor.stats import Stats
+
+__all__ = ["Member", "Notice", "Text", "detect_format", "extract", "walk"]
+
+# CPU-time budget of one extract() call (thread CPU time, so a loaded host does not cut documents
+# short); pure-Python decoders (PDF, tar, SST) check it between objects and pages.
+EXTRACT_SECONDS = 5.0
+
+_TEXT_NAMES = (".txt", ".csv", ".tsv", ".log", ".md", ".json", ".xml", ".html", ".htm", ".eml", ".ini")
+_COMPRESSED_NAMES = {".gz": "", ".tgz": ".tar", ".bz2": "", ".tbz2": ".tar", ".xz": "", ".txz": ".tar"}
+
+
+def detect_format(data: bytes, name: str = "", mime: str | None = None) -> str | None:
+    """``zip``, ``gzip``, ``bzip2``, ``xz``, ``tar``, ``pdf``, ``ole``, ``text`` or None."""
+    head = data[:8]
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
+        return "zip"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(OLE_MAGIC):
+        return "ole"
+    if head.startswith(b"BZh") and data[4:10] == b"1AY&SY":
+        return "bzip2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if data[257:262] == b"ustar":
+        return "tar"
+    if b"%PDF-" in data[:1024]:
+        return "pdf"
+    lname = name.lower()
+    mime = (mime or "").lower()
+    if (lname.endswith(".tar") or "x-tar" in mime) and len(data) >= 512:
+        return "tar"
+    if mime.startswith("text/") or lname.endswith(_TEXT_NAMES) or _looks_textual(data):
+        return "text"
+    return None
+
+
+def _looks_textual(data: bytes) -> bool:
+    sample = data[:4096]
+    return bool(sample) and charset.guess(sample) is not None
+
+
+def extract(
+    data: bytes, *, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats
+) -> Iterator[Member | Text | Notice]:
+    """Members, text and notices of one file (see the module docstring). Never raises."""
+    budget = Budget(limits, stats, len(data), deadline=time.thread_time() + EXTRACT_SECONDS)
+    fmt = "unknown"
+    try:
+        if depth > limits.max_depth:
+            raise budget.fail("depth", f"nesting deeper than {limits.max_depth}")
+        fmt = detect_format(data, name, mime) or "unknown"
+        handler = _HANDLERS.get(fmt)
+        if handler is not None:
+            yield from handler(data, name, depth, budget)
+    except CapHit as e:
+        yield Notice(NOTICE_OF_CAP.get(e.cap, "truncated"), e.detail)
+    except Malformed as e:
+        stats.incr("content.malformed", format=fmt)
+        yield Notice("malformed", f"{fmt}: {e}")
+    except Exception as e:  # noqa: BLE001 - hostile input must never take the sensor down
+        stats.incr("content.error", format=fmt)
+        yield Notice("malformed", f"{fmt}: decoder error {e.__class__.__name__}")
+
+
+def _decoded(budget: Budget, fmt: str) -> None:
+    budget.stats.incr("content.decoded", format=fmt)
+
+
+def _container_allowed(budget: Budget, depth: int) -> None:
+    if depth >= budget.limits.max_depth:
+        raise budget.fail("depth", f"members would be deeper than {budget.limits.max_depth}")
+
+
+def _member_notices(err: CapHit | Malformed | None, budget: Budget, fmt: str) -> Iterator[Notice]:
+    if isinstance(err, CapHit):
+        if err.fatal:
+            raise err
+        yield Notice(NOTICE_OF_CAP.get(err.cap, "truncated"), err.detail)
+    elif isinstance(err, Malformed):
+        budget.stats.incr("content.malformed", format=fmt)
+        yield Notice("malformed", f"{fmt}: {err}")
+
+
+def _zip(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
+    # Directories and OOXML parts count too: room for them above the member cap.
+    members, overlapping = zip_members(data, limit=2 * budget.limits.max_members + 64)
+    if overlapping:
+        budget.stats.incr("content.bomb", kind="overlap")
+        yield Notice("bomb", f"{overlapping} overlapping zip entries refused")
+    names = {m.entry.name for m in members}
+    can_descend = depth < budget.limits.max_depth
+    if is_ooxml(names):
+        _decoded(budget, ooxml_format(names))
+        yield from ooxml_items(data, members, budget, can_descend)
+        return
+    odf = odf_format(data, members, budget)
+    if odf is not None:
+        _decoded(budget, odf)
+        yield from odf_items(data, members, budget)
+        return
+    _decoded(budget, "zip")
+    files = [m for m in members if not m.entry.is_dir]
+    encrypted = sum(m.entry.encrypted for m in files)
+    if encrypted:
+        budget.stats.incr("content.encrypted", format="zip")
+        yield Notice("encrypted", f"{encrypted} of {len(files)} zip members encrypted")
+    _container_allowed(budget, depth)
+    for m in files:
+        if m.entry.encrypted:
+            continue
+        budget.check_time()
+        budget.take_member()
+        body, err = read_all(read_zip_member(data, m, budget))
+        if body or err is None:
+            yield Member(m.entry.name, body, f"zip:{m.entry.name}", truncated=err is not None)
+        yield from _member_notices(err, budget, "zip")
+
+
+def _single(fmt: str, chunks: Callable[[bytes, Budget], Iterator[bytes]]) -> Callable[..., Iterator[Item]]:
+    """A handler for one-member compressed files (gzip, bzip2, xz)."""
+
+    def handler(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
+        _decoded(budget, fmt)
+        _container_allowed(budget, depth)
+        inner = gzip_name(data) if fmt == "gzip" else None
+        if not inner:
+            base, dot, ext = name.rpartition(".")
+            inner = base + _COMPRESSED_NAMES.get(dot + ext.lower(), "") if dot and base else name or "data"
+        budget.take_member()
+        body, err = read_all(chunks(data, budget))
+        if body or err is None:
+            yield Member(inner, body, f"{fmt}:{inner}", truncated=err is not None)
+        yield from _member_notices(err, budget, fmt)
+
+    return handler
+
+
+def _bunzip2(data: bytes, budget: Budget) -> Iterator[bytes]:
+    return inflate(data, "bzip2", budget)
+
+
+def _unxz(data: bytes, budget: Budget) -> Iterator[bytes]:
+    d = lzma.LZMADecompressor()
+    pos = 0
+    produced = 0
+    view = memoryview(data)
+    while not d.eof:
+        feed = view[pos : pos + (1 << 16)] if d.needs_input else b""
+        pos += len(feed)
+        try:
+            out = d.decompress(feed, 1 << 16)
+        except lzma.LZMAError as e:
+            raise Malformed("corrupt xz data") from e
+        if not out and d.needs_input and pos >= len(data):
+            raise Malformed("truncated xz stream")
+        produced += len(out)
+        if produced > max(1 << 20, budget.limits.max_ratio * len(data)):
+            raise budget.fail("ratio", f"xz decompression ratio over {budget.limits.max_ratio}")
+        if out:
+            yield from account(budget, out)
+
+
+def _tar(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
+    _decoded(budget, "tar")
+    _container_allowed(budget, depth)
+    for member_name, body in tar_members(data, budget):
+        yield Member(member_name, body, f"tar:{member_name}")
+
+
+def _pdf(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
+    _decoded(budget, "pdf")
+    yield from pdf_items(data, budget)
+
+
+def _ole(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
+    yield from ole_items(data, budget)
+
+
+def _text(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
+    cs = charset.guess(data[: 1 << 20])
+    if cs is None:
+        return
+    _decoded(budget, "text")
+    text, clipped = budget.clip_text(data.decode(cs, "replace"))
+    if text:
+        yield Text(text, f"text:{cs}")
+    if clipped:
+        yield Notice("truncated", "text cap reached")
+
+
+_HANDLERS: dict[str, Callable[[bytes, str, int, Budget], Iterator[Item]]] = {
+    "zip": _zip,
+    "gzip": _single("gzip", gunzip),
+    "bzip2": _single("bzip2", _bunzip2),
+    "xz": _single("xz", _unxz),
+    "tar": _tar,
+    "pdf": _pdf,
+    "ole": _ole,
+    "text": _text,
+}
+
+
+def walk(
+    data: bytes, *, name: str, limits: ContentConfig, stats: Stats, mime: str | None = None, depth: int = 0
+) -> Iterator[tuple[str, Text | Notice]]:
+    """Text and notices of a file and, recursively, of all its members, as (path, item).
+
+    ``path`` joins the member paths with " > ". The members of the whole walk together are held
+    to ``max_decompressed`` bytes and ``max_members`` files, so recursion cannot multiply the caps.
+    """
+    stack: list[tuple[bytes, str, str, int]] = [(data, name, "", depth)]
+    total_bytes = 0
+    total_members = 0
+    while stack:
+        blob, blob_name, path, d = stack.pop()
+        children: list[tuple[bytes, str, str, int]] = []
+        for item in extract(blob, name=blob_name, mime=mime if d == depth else None, depth=d,
+                            limits=limits, stats=stats):
+            if isinstance(item, Member):
+                total_bytes += len(item.data)
+                total_members += 1
+                if total_bytes > limits.max_decompressed or total_members > limits.max_members:
+                    cap = "size" if total_bytes > limits.max_decompressed else "members"
+                    stats.incr("content.cap", cap=cap)
+                    yield path, Notice(NOTICE_OF_CAP[cap], f"walk over its {cap} cap")
+                    return
+                children.append((item.data, item.name, f"{path} > {item.path}" if path else item.path, d + 1))
+            else:
+                yield path, item
+        stack.extend(reversed(children))

@@ -1,0 +1,43 @@
+"""What content decoders yield: archive members, text buffers and notices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NOTICE_KINDS = ("encrypted", "bomb", "depth", "members", "malformed", "truncated")
+
+
+@dataclass(frozen=True)
+class Member:
+    """An archive member; the pipeline turns it into a child FileObject and extracts it again.
+
+    ``path`` names it inside its container the way :class:`Text` ``where`` does (``zip:a/b.docx``).
+    ``truncated``: a cap ended the member early, so ``data`` is only its beginning.
+    """
+
+    name: str
+    data: bytes
+    path: str
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Text:
+    """Searchable text from one place of a document (``zip:word/document.xml``, ``pdf:page3``)."""
+
+    text: str
+    where: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the sensor should know: ``kind`` is one of :data:`NOTICE_KINDS`.
+
+    ``detail`` never carries document content or member names (it may reach logs).
+    """
+
+    kind: str
+    detail: str
+
+
+Item = Member | Text | Notice
