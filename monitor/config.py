@@ -254,6 +254,7 @@ class IncidentsConfig:
     window: float = duration("1h", "Alerts for the same protected host and destination within this window join one incident")
     templates: str = path_opt("", "Folder of report templates (empty = built-in alerts/templates)")
     language: str = choice("ja", ("ja", "en"), "Language of report drafts")
+    synchronous: str = choice("normal", ("normal", "full"), "SQLite synchronous mode (WAL): normal survives a crash, full also a power loss")
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,8 @@ class WebhookConfig:
 class EmailConfig:
     host: str = opt("", "SMTP relay host")
     port: int = opt(587, "SMTP port")
-    starttls: bool = opt(True, "Require STARTTLS (refuse to send otherwise)")
+    starttls: bool = opt(True, "Require STARTTLS (refuse to send otherwise); false = implicit TLS (SMTPS), never clear text")
+    ca_file: str = path_opt("", "CA bundle that verifies the SMTP/webhook server certificate (empty = system store)")
     username: str = opt("", "SMTP user")
     password_env: str = opt("LEAKMON_SMTP_PASSWORD", "Environment variable with the SMTP password")
     sender: str = opt("", "From address")
@@ -310,6 +312,7 @@ class NotifyConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     addr: str = opt("127.0.0.1:9917", "Prometheus exporter address (HOST:PORT; '' disables)")
+    label_values_cap: int = opt(200, "Distinct values kept per metric label (beyond: 'other', counted)", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,8 @@ class CanaryConfig:
     enabled: bool = opt(False, "Periodically inject a synthetic flow carrying the canary marker")
     interval: float = duration("5m", "Canary period")
     marker: str = opt("LEAKMON-CANARY-7f3a9c", "Canary marker text (not protected data)")
+    sid: int = opt(9999901, "Signature id of the canary alert (category 'canary', never an incident)", minimum=1)
+    timeout: float = duration("30s", "A canary flow that raised no alert within this long counts as failed")
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,11 @@ class Pipeline:
         self._iface_counts: dict[str, list[Any]] = {}
         self._iface_flushed: dict[str, tuple[int, int]] = {}
 
+    def disable_evidence(self) -> None:
+        """No per-flow packet recorders (evidence off or no key): saves the per-packet cost."""
+        self.record_evidence = False
+        self._recorder_factory = None
+
     # ------------------------------------------------------------------ events
 
     def emit(self, event: Event) -> None:

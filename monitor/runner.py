@@ -111,7 +111,7 @@ def replay(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     nbytes = pipeline.bytes
-    alerts = sensor.stats.total("alerts")
+    alerts = sensor.stats.total("detect.alerts")
     print(f"leakmon: {pipeline.packets} packets, {nbytes} bytes, {sensor.stats.total('flow.created')} flows, "
           f"{alerts} alerts in {wall:.2f}s ({nbytes * 8 / max(wall, 1e-9) / 1e9:.2f} Gbps, cpu {cpu:.2f}s)",
           file=sys.stderr)

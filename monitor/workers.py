@@ -153,7 +153,7 @@ def replay_sharded(cfg: Config, args: argparse.Namespace) -> int:
         writer.close()
     nbytes = merged.total("capture.bytes")
     print(f"leakmon: {merged.total('capture.packets')} packets, {nbytes} bytes, {merged.total('flow.created')} flows, "
-          f"{merged.total('alerts')} alerts in {wall:.2f}s ({nbytes * 8 / max(wall, 1e-9) / 1e9:.2f} Gbps, "
+          f"{merged.total('detect.alerts')} alerts in {wall:.2f}s ({nbytes * 8 / max(wall, 1e-9) / 1e9:.2f} Gbps, "
           f"{n} workers)", file=sys.stderr)
     failed = [p.exitcode for p in procs if p.exitcode]
     return 1 if failed else 0

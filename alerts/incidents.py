@@ -1,0 +1,647 @@
+"""Incidents: every leak alert opens or joins one (基準 12(1) 事故等の報告).
+
+Alerts are grouped by (protected host, destination) within ``incidents.window`` of traffic time.
+The state lives in SQLite (WAL) at ``incidents.db``; each alert is inserted in the same
+transaction that opens or updates its incident, so after a crash (kill -9) every alert whose
+commit returned is there and no incident is half-written. The EVE log remains the primary
+record; this database is the working copy the CLI and the reports read.
+
+When an incident opens, the first-report draft (第一報) is rendered right after the commit (on
+a background thread, from a snapshot of what the sensor knew at detection), stored in the
+database and under ``<db dir>/reports/<incident>/``, recorded in the audit log and handed to
+the notifier. When a flow with an incident ends (its ``flow`` event), its packets from the SYN
+(the flow's :class:`~alerts.evidence.FlowRecorder`), its EVE records and the matching files go
+to the evidence store; the detail report (詳細報告) is refreshed when they are on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from alerts.eve import eve_record
+from alerts.evidence import EvidenceStore, FlowEvidence, FlowRecorder
+from alerts.report import (
+    HostInfo,
+    Renderer,
+    detail_report,
+    first_report,
+    local_time,
+    mac_text,
+    write_report_files,
+)
+from alerts.report import host_names as names_of
+from monitor.config import Config
+from monitor.events import Event
+from monitor.model import TO_CLIENT, TO_SERVER, Flow
+from monitor.stats import Stats
+
+log = logging.getLogger("leakmon.incidents")
+
+STATUSES = ("open", "acked", "closed")
+# Alert kinds/categories that are findings about the sensor or policy, not a leak: no incident.
+NON_INCIDENT_KINDS = frozenset({"weak_crypto", "tls_policy", "canary", "finding", "info", "selftest"})
+MAX_PENDING_FLOWS = 10_000
+MAX_FILES_PER_FLOW = 64
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+  id TEXT PRIMARY KEY,
+  num INTEGER NOT NULL UNIQUE,
+  status TEXT NOT NULL,
+  host TEXT NOT NULL,
+  dest TEXT NOT NULL,
+  sensor TEXT NOT NULL,
+  opened_at REAL NOT NULL,
+  first_ts REAL NOT NULL,
+  last_ts REAL NOT NULL,
+  alert_count INTEGER NOT NULL,
+  max_severity INTEGER,
+  first_report TEXT,
+  updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_key ON incidents(host, dest, status);
+CREATE TABLE IF NOT EXISTS alerts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  incident_id TEXT NOT NULL REFERENCES incidents(id),
+  ts REAL NOT NULL,
+  sid INTEGER,
+  signature TEXT,
+  category TEXT,
+  severity INTEGER,
+  flow_id INTEGER,
+  record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_incident ON alerts(incident_id);
+CREATE INDEX IF NOT EXISTS alerts_sid ON alerts(sid);
+CREATE TABLE IF NOT EXISTS state_changes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  incident_id TEXT NOT NULL REFERENCES incidents(id),
+  ts REAL NOT NULL,
+  old TEXT NOT NULL,
+  new TEXT NOT NULL,
+  by TEXT NOT NULL,
+  note TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS flows (
+  incident_id TEXT NOT NULL REFERENCES incidents(id),
+  flow_id INTEGER NOT NULL,
+  bytes_out INTEGER, bytes_in INTEGER, packets INTEGER,
+  start_ts REAL, end_ts REAL, end_reason TEXT,
+  PRIMARY KEY (incident_id, flow_id)
+);
+CREATE TABLE IF NOT EXISTS evidence (
+  incident_id TEXT NOT NULL REFERENCES incidents(id),
+  name TEXT NOT NULL,
+  kind TEXT, flow_id INTEGER, size INTEGER, sha256 TEXT, cipher_sha256 TEXT, stored INTEGER, created TEXT,
+  PRIMARY KEY (incident_id, name)
+);
+"""
+
+
+def opens_incident(body: dict[str, Any]) -> bool:
+    """Leak alerts open incidents; canary self-tests and crypto-policy findings do not."""
+    lm = body.get("leakmon") or {}
+    if lm.get("canary"):
+        return False
+    if str(lm.get("kind") or "").lower() in NON_INCIDENT_KINDS:
+        return False
+    cat = str((body.get("alert") or {}).get("category") or "").lower()
+    return not ("canary" in cat or ("weak" in cat and "crypto" in cat))
+
+
+# ---------------------------------------------------------------- database
+
+
+class IncidentDB:
+    """The SQLite store; one connection shared by the packet thread and the evidence worker."""
+
+    def __init__(self, path: str, *, synchronous: str = "normal", readonly: bool = False) -> None:
+        self.path = path
+        if not readonly:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        elif not os.path.exists(path):
+            raise FileNotFoundError(f"incident database {path} does not exist")
+        self.conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.lock = threading.RLock()
+        with self.lock:
+            self.conn.execute("PRAGMA busy_timeout=10000")
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+                self.conn.execute("PRAGMA foreign_keys=ON")
+                self.conn.executescript(SCHEMA)
+                os.chmod(path, 0o600)
+
+    def tx(self) -> _Tx:
+        return _Tx(self)
+
+    def close(self) -> None:
+        with self.lock:
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self.conn.close()
+
+    # ------------------------------------------------------------ writes
+
+    def add_alert(self, *, candidate: str | None, host: str, dest: str, ts: float, now: float, sensor: str,
+                  sid: int | None, signature: str, category: str, severity: int | None, flow_id: int | None,
+                  record: dict[str, Any]) -> tuple[str, bool]:
+        """Join ``candidate`` (if still not closed) or open a new incident; insert the alert.
+
+        One transaction: the alert and its incident are committed together or not at all.
+        """
+        rec_json = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+        with self.tx() as c:
+            opened = False
+            inc = None
+            if candidate is not None:
+                cur = c.execute(
+                    "UPDATE incidents SET last_ts=MAX(last_ts, ?), first_ts=MIN(first_ts, ?), alert_count=alert_count+1,"
+                    " max_severity=CASE WHEN max_severity IS NULL OR (? IS NOT NULL AND ? < max_severity) THEN ?"
+                    " ELSE max_severity END, updated_at=? WHERE id=? AND status != 'closed'",
+                    (ts, ts, severity, severity, severity, now, candidate))
+                if cur.rowcount == 1:
+                    inc = candidate
+            if inc is None:
+                num = c.execute("SELECT COALESCE(MAX(num), 0) + 1 FROM incidents").fetchone()[0]
+                day = _dt.datetime.fromtimestamp(now).strftime("%Y%m%d")
+                inc = f"INC-{day}-{num:05d}"
+                c.execute("INSERT INTO incidents (id, num, status, host, dest, sensor, opened_at, first_ts, last_ts,"
+                          " alert_count, max_severity, updated_at) VALUES (?,?,?,?,?,?,?,?,?,1,?,?)",
+                          (inc, num, "open", host, dest, sensor, now, ts, ts, severity, now))
+                opened = True
+            c.execute("INSERT INTO alerts (incident_id, ts, sid, signature, category, severity, flow_id, record)"
+                      " VALUES (?,?,?,?,?,?,?,?)", (inc, ts, sid, signature, category, severity, flow_id, rec_json))
+        return inc, opened
+
+    def set_first_report(self, inc: str, report: dict[str, Any]) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE incidents SET first_report=? WHERE id=?", (json.dumps(report, ensure_ascii=False), inc))
+
+    def upsert_flow(self, inc: str, flow: Flow, outbound: int) -> None:
+        inbound = TO_CLIENT if outbound == TO_SERVER else TO_SERVER
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO flows VALUES (?,?,?,?,?,?,?,?)",
+                      (inc, flow.flow_id, flow.bytes[outbound], flow.bytes[inbound], sum(flow.pkts),
+                       flow.start_ts, flow.last_ts, flow.end_reason or flow.state))
+
+    def add_evidence(self, inc: str, entries: list[dict[str, Any]]) -> None:
+        with self.tx() as c:
+            for e in entries:
+                c.execute("INSERT OR REPLACE INTO evidence VALUES (?,?,?,?,?,?,?,?,?)",
+                          (inc, e["name"], e.get("kind"), e.get("flow_id"), e.get("size"), e.get("sha256"),
+                           e.get("cipher_sha256"), 1 if e.get("stored") else 0, e.get("created", "")))
+
+    def set_status(self, inc: str, new: str, by: str, note: str = "", now: float | None = None) -> tuple[str, str]:
+        """(old, new). Raises KeyError (unknown incident) or ValueError (not allowed)."""
+        if new not in STATUSES:
+            raise ValueError(f"unknown status {new!r}")
+        now = time.time() if now is None else now
+        with self.tx() as c:
+            row = c.execute("SELECT status FROM incidents WHERE id=?", (inc,)).fetchone()
+            if row is None:
+                raise KeyError(inc)
+            old = row["status"]
+            if old == new:
+                raise ValueError(f"{inc} is already {new}")
+            if old == "closed":
+                raise ValueError(f"{inc} is closed")
+            c.execute("UPDATE incidents SET status=?, updated_at=? WHERE id=?", (new, now, inc))
+            c.execute("INSERT INTO state_changes (incident_id, ts, old, new, by, note) VALUES (?,?,?,?,?,?)",
+                      (inc, now, old, new, by, note))
+        return old, new
+
+    # ------------------------------------------------------------ reads
+
+    def open_incidents(self) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.conn.execute("SELECT id, host, dest, last_ts FROM incidents WHERE status != 'closed'").fetchall()
+
+    def get(self, inc: str) -> dict[str, Any] | None:
+        with self.lock:
+            row = self.conn.execute("SELECT * FROM incidents WHERE id=?", (inc,)).fetchone()
+            if row is None:
+                return None
+            d = dict(row)
+            d["sids"] = [r[0] for r in self.conn.execute(
+                "SELECT DISTINCT sid FROM alerts WHERE incident_id=? ORDER BY sid", (inc,))]
+        d["first_report"] = json.loads(d["first_report"]) if d.get("first_report") else None
+        return d
+
+    def query(self, *, status: str | None = None, since: float | None = None, host: str | None = None,
+             sid: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        q = "SELECT * FROM incidents WHERE 1=1"
+        args: list[Any] = []
+        if status:
+            q += " AND status=?"
+            args.append(status)
+        if since is not None:
+            q += " AND last_ts >= ?"
+            args.append(since)
+        if host:
+            q += " AND host=?"
+            args.append(host)
+        if sid is not None:
+            q += " AND id IN (SELECT incident_id FROM alerts WHERE sid=?)"
+            args.append(sid)
+        q += " ORDER BY num LIMIT ?"
+        args.append(limit)
+        with self.lock:
+            rows = [dict(r) for r in self.conn.execute(q, args)]
+            for r in rows:
+                r["sids"] = [x[0] for x in self.conn.execute(
+                    "SELECT DISTINCT sid FROM alerts WHERE incident_id=? ORDER BY sid", (r["id"],))]
+                r.pop("first_report", None)
+        return rows
+
+    def alerts(self, inc: str) -> list[dict[str, Any]]:
+        with self.lock:
+            rows = self.conn.execute("SELECT ts, record FROM alerts WHERE incident_id=? ORDER BY ts, id", (inc,)).fetchall()
+        out = []
+        for r in rows:
+            rec = json.loads(r["record"])
+            rec["_ts"] = r["ts"]
+            out.append(rec)
+        return out
+
+    def history(self, inc: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(r) for r in self.conn.execute(
+                "SELECT ts, old, new, by, note FROM state_changes WHERE incident_id=? ORDER BY id", (inc,))]
+
+    def evidence(self, inc: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(r) for r in self.conn.execute(
+                "SELECT * FROM evidence WHERE incident_id=? ORDER BY flow_id, name", (inc,))]
+
+    def flows(self, inc: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(r) for r in self.conn.execute(
+                "SELECT * FROM flows WHERE incident_id=? ORDER BY start_ts", (inc,))]
+
+
+class _Tx:
+    """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error) under the connection lock."""
+
+    def __init__(self, db: IncidentDB) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.lock.acquire()
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        return self.db.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            self.db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.db.lock.release()
+
+
+# ---------------------------------------------------------------- evidence view for reports
+
+
+def evidence_view(db: IncidentDB, inc: str, store: EvidenceStore | None, lab: dict[str, Any]) -> dict[str, Any]:
+    rows = db.evidence(inc)
+    if rows:
+        status = "stored"
+    elif store is None or not store.ecfg.enabled:
+        status = "off"
+    elif not store.enabled:
+        status = "disabled"
+    else:
+        status = "pending"
+    items = [{"id": f"{inc}/{r['name']}", "name": r["name"], "kind": r["kind"], "flow_id": r["flow_id"],
+              "size": r["size"], "sha256": r["sha256"] or "", "stored": bool(r["stored"])} for r in rows]
+    return {"status": status, "text": lab["evidence"].get(status, status), "encryption": "AES-256-GCM",
+            "items": items}
+
+
+# ---------------------------------------------------------------- the sink
+
+
+@dataclass
+class _Pending:
+    flow: Flow
+    incidents: set[str] = field(default_factory=set)
+    files: dict[int, Any] = field(default_factory=dict)
+
+
+class IncidentManager:
+    """EventBus sink: alerts -> incidents (+ first report, audit, notification); flow end -> evidence."""
+
+    def __init__(self, cfg: Config, stats: Stats | None = None, evidence: EvidenceStore | None = None,
+                 audit: Any = None, notifier: Any = None, names: Any = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.stats = stats or Stats()
+        self.evidence = evidence
+        self.audit = audit
+        self.notifier = notifier
+        self.names = names
+        self.clock = clock
+        self.sensor = cfg.sensor.name
+        self.window = cfg.incidents.window
+        self.db_path = cfg.resolve(cfg.incidents.db)
+        self.db = IncidentDB(self.db_path, synchronous=cfg.incidents.synchronous)
+        self.renderer = Renderer(cfg.resolve(cfg.incidents.templates), cfg.incidents.language)
+        self.renderer.validate()
+        self.reports_dir = os.path.join(os.path.dirname(self.db_path), "reports")
+        # (host, dest) -> (incident id, last traffic ts): which incident an alert may join.
+        self._open: dict[tuple[str, str], tuple[str, float]] = {}
+        for r in self.db.open_incidents():
+            self._open[(r["host"], r["dest"])] = (r["id"], r["last_ts"])
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        # Report rendering, report files, audit and notification of a new incident run here, so the
+        # packet path pays only for the alert's commit.
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1000)
+        self._worker: threading.Thread | None = threading.Thread(target=self._run, name="leakmon-incidents",
+                                                                 daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                job()
+            except Exception:  # noqa: BLE001 - one failed report must not stop the next
+                self.stats.incr("incidents.error")
+                log.exception("incident background job failed")
+            finally:
+                self._jobs.task_done()
+
+    def _later(self, job: Callable[[], None]) -> None:
+        if self._worker is None:
+            job()
+            return
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            self.stats.incr("incidents.queue_full")
+            job()  # nothing is dropped: a burst of new incidents runs inline
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until first reports, notifications and evidence queued so far are done."""
+        deadline = time.monotonic() + timeout
+        while self._jobs.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if self.evidence is not None:
+            self.evidence.flush(max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------ sink entry
+
+    def __call__(self, ev: Event) -> None:
+        try:
+            flow = ev.flow
+            if flow is not None and isinstance(flow.recorder, FlowRecorder):
+                flow.recorder.note(ev)
+            if ev.event_type == "alert":
+                if opens_incident(ev.body):
+                    self._alert(ev)
+            elif ev.event_type == "flow" and flow is not None and flow.flow_id in self._pending:
+                self.flow_ended(flow)
+        except Exception:  # noqa: BLE001 - never break the packet path
+            self.stats.incr("incidents.error")
+            log.exception("incident handling failed")
+
+    # ------------------------------------------------------------ alerts
+
+    def _parties(self, ev: Event) -> tuple[HostInfo, HostInfo, int]:
+        """(internal host, destination, outbound direction) of an alert."""
+        flow = ev.flow
+        lm = ev.body.get("leakmon") or {}
+        if flow is None:
+            src = str(lm.get("protected_host") or "")
+            return HostInfo(src), HostInfo(""), TO_SERVER
+        c, s = flow.addresses()
+        ph = lm.get("protected_host")
+        if ph == c or (ph is None and flow.protected_side == "client"):
+            side = TO_SERVER
+        elif ph == s or (ph is None and flow.protected_side == "server"):
+            side = TO_CLIENT
+        else:
+            side = ev.direction if ev.direction is not None else TO_SERVER
+        if side == TO_SERVER:
+            host = HostInfo(c, flow.cport, mac_text(flow.client_mac), names_of(self.names, flow.client))
+            dest = HostInfo(s, flow.sport, mac_text(flow.server_mac), names_of(self.names, flow.server))
+        else:
+            host = HostInfo(s, flow.sport, mac_text(flow.server_mac), names_of(self.names, flow.server))
+            dest = HostInfo(c, flow.cport, mac_text(flow.client_mac), names_of(self.names, flow.client))
+        return host, dest, side
+
+    def _alert(self, ev: Event) -> None:
+        rec = eve_record(ev, self.sensor)
+        alert = ev.body.get("alert") or {}
+        host, dest, outbound = self._parties(ev)
+        key = (host.ip, dest.ip)
+        cand = self._open.get(key)
+        candidate = cand[0] if cand is not None and abs(ev.ts - cand[1]) <= self.window else None
+        now = self.clock()
+        sev = alert.get("severity")
+        inc, opened = self.db.add_alert(
+            candidate=candidate, host=host.ip, dest=dest.ip, ts=ev.ts, now=now, sensor=self.sensor,
+            sid=alert.get("signature_id"), signature=str(alert.get("signature", "")),
+            category=str(alert.get("category", "")), severity=sev if isinstance(sev, int) else None,
+            flow_id=ev.flow.flow_id if ev.flow is not None else None, record=rec)
+        last = max(ev.ts, cand[1]) if cand is not None and cand[0] == inc else ev.ts
+        self._open[key] = (inc, last)
+        ev.extra["incident_id"] = inc
+        self.stats.incr("incidents.alerts")
+        if ev.flow is not None:
+            self._track(ev.flow, inc, ev)
+        if opened:
+            self.stats.incr("incidents.opened")
+            flow = ev.flow
+            volume = {"bytes_out": 0, "bytes_in": 0, "packets": 0}
+            start = ev.ts
+            if flow is not None:  # what is known now, at detection
+                volume = {"bytes_out": flow.bytes[outbound], "bytes_in": flow.bytes[1 - outbound],
+                          "packets": sum(flow.pkts)}
+                start = flow.start_ts or ev.ts
+            ts = ev.ts
+            self._later(lambda: self._first_report(inc, rec, host, dest, volume, (start, ts), now))
+
+    def _track(self, flow: Flow, inc: str, ev: Event) -> None:
+        p = self._pending.get(flow.flow_id)
+        if p is None:
+            if len(self._pending) >= MAX_PENDING_FLOWS:
+                _, oldest = self._pending.popitem(last=False)
+                self.stats.incr("incidents.pending_capped")
+                self._finalise(oldest)
+            p = self._pending[flow.flow_id] = _Pending(flow)
+        p.incidents.add(inc)
+        f = ev.extra.get("file")
+        if f is not None and len(p.files) < MAX_FILES_PER_FLOW:
+            p.files.setdefault(getattr(f, "file_id", id(f)), f)
+
+    def _first_report(self, inc: str, rec: dict[str, Any], host: HostInfo, dest: HostInfo, volume: dict[str, int],
+                      traffic: tuple[float, float], now: float) -> None:
+        lab = self.renderer.labels
+        report = first_report(
+            incident={"id": inc, "status": "open"}, alert=rec, host=host, dest=dest, volume=volume,
+            evidence=evidence_view(self.db, inc, self.evidence, lab), reporting=self.cfg.reporting,
+            sensor=self.sensor, detected_at=now, traffic_ts=traffic, language=self.renderer.language, lab=lab)
+        self.db.set_first_report(inc, report)
+        path = ""
+        try:
+            path = write_report_files(os.path.join(self.reports_dir, inc), report, self.renderer)[0]
+        except OSError:
+            self.stats.incr("incidents.report_write_error")
+        if self.audit is not None:
+            self.audit.record("incident_opened", {"incident_id": inc, "host": host.ip, "dest": dest.ip,
+                                                  "sid": (rec.get("alert") or {}).get("signature_id"),
+                                                  "flow_id": rec.get("flow_id"), "first_report": os.path.basename(path)})
+        if self.notifier is not None:
+            self.notifier.submit(summary(report, path, traffic[1]))
+
+    # ------------------------------------------------------------ flow end -> evidence
+
+    def flow_ended(self, flow: Flow) -> None:
+        """A flow with an incident ended: hand its evidence to the store (also via ``flow`` events)."""
+        p = self._pending.pop(flow.flow_id, None)
+        if p is not None:
+            self._finalise(p)
+
+    def _finalise(self, p: _Pending) -> None:
+        flow = p.flow
+        outbound = flow.outbound_direction()
+        for inc in p.incidents:
+            self.db.upsert_flow(inc, flow, TO_SERVER if outbound is None else outbound)
+        rec = flow.recorder if isinstance(flow.recorder, FlowRecorder) else None
+        if rec is None:
+            self.stats.incr("incidents.no_recorder")
+        if self.evidence is None:
+            return
+        job = FlowEvidence(
+            incident_ids=sorted(p.incidents), flow_id=flow.flow_id,
+            packets=rec.packets() if rec else [], dropped=rec.dropped if rec else 0,
+            dropped_bytes=rec.dropped_bytes if rec else 0,
+            records=[eve_record(e, self.sensor) for e in rec.events] if rec else [],
+            files=list(p.files.values()), done=self._evidence_done)
+        if rec is not None:
+            rec.taken = True
+        self.evidence.submit(job)
+
+    def _evidence_done(self, inc: str, entries: list[dict[str, Any]]) -> None:
+        """Evidence worker thread: record the entries and refresh the detail report."""
+        try:
+            self.db.add_evidence(inc, entries)
+            self.write_detail(inc)
+        except Exception:  # noqa: BLE001 - a report failure must not stop the evidence worker
+            self.stats.incr("incidents.report_write_error")
+            log.exception("detail report refresh failed")
+
+    def write_detail(self, inc: str) -> list[str]:
+        rep = build_detail(self.db, inc, self.evidence, self.renderer, self.clock())
+        return write_report_files(os.path.join(self.reports_dir, inc), rep, self.renderer)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def flush(self) -> None:
+        """Finish every pending flow (shutdown): evidence of what was recorded so far."""
+        while self._pending:
+            _, p = self._pending.popitem(last=False)
+            self._finalise(p)
+        self.wait_idle()
+
+    def close(self) -> None:
+        self.flush()
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(timeout=10)
+            self._worker = None
+        self.db.close()
+
+
+def build_detail(db: IncidentDB, inc: str, store: EvidenceStore | None, renderer: Renderer,
+                 now: float) -> dict[str, Any]:
+    incident = db.get(inc)
+    if incident is None:
+        raise KeyError(inc)
+    alerts = db.alerts(inc)
+    lab = renderer.labels
+    first = incident.get("first_report") or rebuild_first(incident, alerts[0] if alerts else {}, renderer)
+    history = [{"ts": h["ts"], "old": lab["status"].get(h["old"], h["old"]), "new": lab["status"].get(h["new"], h["new"]),
+                "by": h["by"], "note": h["note"]} for h in db.history(inc)]
+    rep = detail_report(first=first, incident=incident, alerts=alerts, evidence=evidence_view(db, inc, store, lab),
+                        history=history, generated_at=now, language=renderer.language, lab=lab)
+    flows = db.flows(inc)
+    if flows:
+        out = sum(f["bytes_out"] or 0 for f in flows)
+        inn = sum(f["bytes_in"] or 0 for f in flows)
+        pk = sum(f["packets"] or 0 for f in flows)
+        rep["volume"] = {"bytes_out": out, "bytes_in": inn, "packets": pk,
+                         "text": lab["volume"].format(out=out, in_=inn, pkts=pk)}
+    return rep
+
+
+def rebuild_first(incident: dict[str, Any], alert: dict[str, Any], renderer: Renderer) -> dict[str, Any]:
+    """A first report from the stored first alert (when the process died before storing it)."""
+    from monitor.config import ReportingConfig
+
+    return first_report(
+        incident=incident, alert=alert, host=HostInfo(incident["host"]), dest=HostInfo(incident["dest"]),
+        volume={"bytes_out": 0, "bytes_in": 0, "packets": 0},
+        evidence={"status": "", "text": "", "items": [], "encryption": "AES-256-GCM"},
+        reporting=ReportingConfig(), sensor=incident["sensor"], detected_at=incident["opened_at"],
+        traffic_ts=(incident["first_ts"], incident["first_ts"]), language=renderer.language, lab=renderer.labels)
+
+
+def summary(report: dict[str, Any], report_path: str = "", traffic_ts: float | None = None) -> dict[str, Any]:
+    """What a notification carries: ids, addresses, names, signatures. No URL, subject, file name."""
+    dets = report.get("detections") or []
+    sev = [d["severity"] for d in dets if isinstance(d.get("severity"), int)]
+    return {
+        "language": report.get("language", "ja"),
+        "incident_id": report["incident_id"],
+        "sensor": report["detection"]["sensor"],
+        "detected_at": report["detection"]["time"],
+        "traffic_at": report["traffic"]["last_seen"],
+        "traffic_ts": traffic_ts if traffic_ts is not None else time.time(),
+        "host_ip": report["host"]["ip"],
+        "host_names": report["host"]["names"],
+        "dest_ip": report["destination"]["ip"],
+        "dest_port": report["destination"]["port"],
+        "dest_names": report["destination"]["names"],
+        "app_proto": report["protocol"]["app_proto"],
+        "sids": [d["sid"] for d in dets],
+        "signatures": [d["signature"] for d in dets],
+        "severity": min(sev) if sev else "",
+        "action": report["action"]["text"],
+        "evidence": report["evidence"]["text"],
+        "report_path": report_path,
+    }
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``24h``/``7d`` (ago) or an ISO date/time -> epoch seconds."""
+    from monitor.config import parse_duration
+
+    now = time.time() if now is None else now
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    d = _dt.datetime.fromisoformat(text)
+    if d.tzinfo is None:
+        d = d.astimezone()
+    return d.timestamp()
+
+
+__all__ = ["IncidentDB", "IncidentManager", "build_detail", "local_time", "opens_incident", "parse_since", "summary"]
