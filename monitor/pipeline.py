@@ -25,8 +25,8 @@ from monitor.decode import Decoder
 from monitor.events import Event, EventBus
 from monitor.files import STATE_TRUNCATED, FileObject
 from monitor.flow.netset import NetSet
-from monitor.flow.reassembly import TcpReassembler
-from monitor.flow.table import FlowTable
+from monitor.flow.reassembly import TcpReassembler, gap_bytes
+from monitor.flow.table import FlowTable, tcp_flags
 from monitor.model import PROTO_TCP, PROTO_UDP, TO_CLIENT, TO_SERVER, Flow, RawPacket
 from monitor.names import HostNames
 from monitor.stats import Stats
@@ -289,8 +289,7 @@ class Pipeline:
         self.detection.stream_data(flow, direction, data, ts, self.pcap_cnt)
 
     def on_gap(self, flow: Flow, direction: int, length: int, ts: float) -> None:
-        flow.gaps += 1
-        flow.metadata["gap_bytes"] = flow.metadata.get("gap_bytes", 0) + length
+        # The reassembler counts flow.gaps; gap bytes are read with gap_bytes(flow) at flow end.
         parser = flow.parser
         if parser is not None:
             try:
@@ -404,7 +403,7 @@ class Pipeline:
         if self.flows.ended:
             self._drain_ended("memcap")
         self.decoder.expire(now)
-        self.reassembler.check_timeouts_all(now) if hasattr(self.reassembler, "check_timeouts_all") else None
+        self.reassembler.check_all_timeouts(now)
         if self._expect:
             for key in [k for k, v in self._expect.items() if v[0] < now]:
                 del self._expect[key]
@@ -446,8 +445,13 @@ class Pipeline:
             "gaps": flow.gaps,
             "protected_side": flow.protected_side,
         }
-        if flow.metadata.get("gap_bytes"):
-            rec["gap_bytes"] = flow.metadata["gap_bytes"]
+        if flow.proto == PROTO_TCP:
+            missing = gap_bytes(flow)
+            if missing:
+                rec["gap_bytes"] = missing
+            ts_flags, tc_flags = tcp_flags(flow)
+            rec["tcp_flags_ts"] = f"{ts_flags:02x}"
+            rec["tcp_flags_tc"] = f"{tc_flags:02x}"
         return rec
 
     def stats_event(self) -> Event:

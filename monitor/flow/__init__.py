@@ -1,0 +1,1 @@
+"""Flows and TCP reassembly: the flow table, Community ID, address sets, per-direction streams."""

@@ -1,0 +1,516 @@
+"""TCP stream reassembly, one byte stream per direction, handed on as it becomes contiguous.
+
+Contract (docs/architecture.md): ``TcpReassembler(cfg, stats, sink)`` with ``packet(flow,
+direction, pkt)``, ``check_timeouts(flow, now)`` and ``close(flow, ts)``; per-flow state lives
+in ``flow.streams``; the sink receives ``on_data``, ``on_gap``, ``on_overlap``, ``on_anomaly``
+and ``on_depth``.
+
+How it works
+- Offsets: sequence numbers become 64-bit offsets from the direction's initial sequence
+  number (the SYN's, or the first segment's on a mid-stream pickup). Each segment is
+  unwrapped to the value nearest the highest offset seen, so 32-bit wraparound and
+  multi-gigabyte transfers need no special casing.
+- In order (the common case): bytes at the delivery point go straight to ``sink.on_data``.
+  Nothing is buffered to look at a whole flow.
+- Out of order: segments beyond a hole wait in a sorted, non-overlapping list, bounded per
+  direction (``stream.per_flow_memcap``) and globally (``stream.memcap``).
+- Holes: a hole is skipped (``sink.on_gap``, counted) when the receiver acknowledges bytes
+  beyond it (they were lost by the capture, not the network), when it has waited
+  ``stream.gap_wait`` or ``stream.gap_wait_bytes`` have queued behind it, when a memcap is
+  hit, or when the flow ends.
+- Retransmissions: a recent window of delivered bytes is kept; a retransmission carrying the
+  same bytes is dropped and counted; different bytes are an overlap with different data.
+- Overlaps: decided per overlapped segment by ``stream.overlap_policy`` (target-based
+  reassembly after Novak & Sturges): ``first`` old bytes win; ``last`` new bytes win; ``bsd``
+  and ``windows`` new bytes win only when the new segment starts before the old one;
+  ``linux`` as bsd, and also when both start together and the new one is longer. When the
+  two versions differ, ``sink.on_overlap(kept, other)`` and an anomaly
+  ``stream.overlap_different_data`` let detection see both versions.
+  Under ``first`` delivery is immediate, since a later segment can never win. Under the other
+  policies in-order bytes are released once the receiver acknowledges them (or on the gap
+  timers/caps/close): until the receiver has accepted bytes, a later segment may still
+  replace them, exactly as the policy's target would; after that it cannot.
+- Urgent data: with ``stream.urgent_policy: oob`` the byte before the urgent pointer is taken
+  out of the stream (as BSD/Linux sockets do without SO_OOBINLINE); ``inline`` keeps it.
+- Depth: ``stream.depth`` bytes per direction (0 = unlimited); reaching it calls
+  ``sink.on_depth`` once and counts ``stream.depth_reached``; later bytes are dropped.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from typing import Protocol
+
+from monitor.config import Config
+from monitor.model import TH_ACK, TH_FIN, TH_RST, TH_SYN, TH_URG, Flow, Packet
+from monitor.stats import Stats
+
+_M32 = 0xFFFFFFFF
+_HALF = 1 << 31
+# Delivered bytes kept per direction to tell a true retransmission from different data.
+RECENT_WINDOW = 16 * 1024
+# Urgent-byte positions remembered per direction (more: counted, kept inline).
+MAX_OOB = 64
+
+OVERLAP_DIFFERENT = "stream.overlap_different_data"
+
+
+class StreamSink(Protocol):
+    """What the reassembler hands its results to (the pipeline)."""
+
+    def on_data(self, flow: Flow, direction: int, data: bytes, ts: float) -> None: ...
+
+    def on_gap(self, flow: Flow, direction: int, length: int, ts: float) -> None: ...
+
+    def on_overlap(self, flow: Flow, direction: int, offset: int, kept: bytes, other: bytes,
+                   ts: float) -> None: ...
+
+    def on_anomaly(self, flow: Flow, direction: int, kind: str, detail: str) -> None: ...
+
+    def on_depth(self, flow: Flow, direction: int) -> None: ...
+
+
+class Stream:
+    """One direction of a TCP connection."""
+
+    __slots__ = ("base", "next", "high", "pend", "pend_bytes", "recent", "recent_bytes", "acked",
+                 "stall_since", "fin", "delivered", "depth_hit", "gaps", "gap_bytes", "oob", "closed")
+
+    def __init__(self) -> None:
+        self.base: int | None = None  # sequence number of offset 0
+        self.next = 0  # next offset to deliver; everything below was delivered or skipped
+        self.high = 0  # highest segment end seen (the unwrap reference)
+        self.pend: list[tuple[int, bytes]] = []  # waiting segments, sorted, non-overlapping
+        self.pend_bytes = 0
+        self.recent: deque[tuple[int, bytes]] = deque()  # delivered segments, newest last
+        self.recent_bytes = 0
+        self.acked = 0  # highest offset the receiver acknowledged
+        self.stall_since: float | None = None  # since when waiting segments made no progress
+        self.fin: int | None = None  # offset of the FIN
+        self.delivered = 0  # bytes handed to the sink (depth accounting)
+        self.depth_hit = False
+        self.gaps = 0
+        self.gap_bytes = 0
+        self.oob: list[int] = []  # offsets of urgent bytes to take out of the stream
+        self.closed = False
+
+    def unwrap(self, seq: int) -> int:
+        """The offset of 32-bit ``seq`` nearest the highest offset seen."""
+        d = ((seq - self.base) - self.high) & _M32  # type: ignore[operator]
+        if d >= _HALF:
+            d -= 1 << 32
+        return self.high + d
+
+
+def streams_of(flow: Flow) -> tuple[Stream, Stream] | None:
+    """The flow's two streams (to_server, to_client), or None before any TCP packet."""
+    return flow.streams
+
+
+def gap_bytes(flow: Flow) -> int:
+    """Bytes skipped in both directions (the flow record's ``gap_bytes``)."""
+    s = flow.streams
+    return s[0].gap_bytes + s[1].gap_bytes if s else 0
+
+
+class TcpReassembler:
+    """Reassembles each TCP direction and streams the bytes to ``sink``."""
+
+    def __init__(self, cfg: Config, stats: Stats, sink: StreamSink) -> None:
+        sc = cfg.stream
+        self.stats = stats
+        self.sink = sink
+        self.policy = sc.overlap_policy
+        self.immediate = sc.overlap_policy == "first"
+        self.memcap = sc.memcap
+        self.flow_memcap = sc.per_flow_memcap
+        self.depth = sc.depth
+        self.gap_wait = sc.gap_wait
+        self.gap_wait_bytes = max(1, sc.gap_wait_bytes)
+        self.oob = sc.urgent_policy == "oob"
+        self.recent_window = min(RECENT_WINDOW, sc.per_flow_memcap)
+        self.held = 0  # bytes held by all streams (waiting + recent), against ``memcap``
+        # Flows with segments waiting behind a hole, so timers visit only those.
+        self.waiting: dict[int, Flow] = {}
+
+    # ------------------------------------------------------------------ packet path
+
+    def packet(self, flow: Flow, direction: int, pkt: Packet) -> None:
+        streams = flow.streams
+        if streams is None:
+            streams = flow.streams = (Stream(), Stream())
+        s = streams[direction]
+        if s.closed:
+            return
+        flags = pkt.tcp_flags
+        seq = pkt.seq
+        if flags & TH_SYN:
+            if s.base is None or (s.next == 0 and s.high == 0 and not s.pend):
+                s.base = (seq + 1) & _M32
+            elif (seq + 1) & _M32 != s.base:
+                self.stats.incr("stream.syn_seq_mismatch")
+            seq = (seq + 1) & _M32  # data on a SYN starts after it
+        payload = pkt.payload
+        if s.base is None:
+            if not payload and not flags & TH_FIN:
+                # A bare ACK/RST tells us nothing about where this direction's data starts.
+                self._ack(flow, direction, streams, pkt, flags)
+                return
+            s.base = seq
+            self.stats.incr("stream.midstream_pickup")
+        off = s.unwrap(seq)
+        if payload:
+            if flags & TH_URG and self.oob and 0 < pkt.urg_ptr <= len(payload):
+                self._mark_urgent(s, off + pkt.urg_ptr - 1)
+            self._segment(flow, direction, s, off, payload, pkt.ts)
+        if flags & TH_FIN and s.fin is None:
+            s.fin = off + len(payload)
+        if flags & TH_RST:
+            self.stats.incr("stream.rst")
+        self._ack(flow, direction, streams, pkt, flags)
+        if s.pend:
+            self._check_stall(flow, direction, s, pkt.ts)
+
+    def _ack(self, flow: Flow, direction: int, streams: tuple[Stream, Stream], pkt: Packet,
+             flags: int) -> None:
+        """This packet acknowledges the other direction: may release or skip its waiting bytes."""
+        if not flags & TH_ACK:
+            return
+        peer = streams[1 - direction]
+        if peer.base is None or peer.closed:
+            return
+        a = peer.unwrap(pkt.ack)
+        if a > peer.acked and a <= peer.high + 1:
+            peer.acked = a
+            if peer.pend:
+                self._advance(flow, 1 - direction, peer, pkt.ts, force=False)
+
+    def _mark_urgent(self, s: Stream, offset: int) -> None:
+        if offset in s.oob or offset < s.next:
+            return
+        if len(s.oob) >= MAX_OOB:
+            self.stats.incr("stream.urgent_overflow")
+            return
+        bisect.insort(s.oob, offset)
+        self.stats.incr("stream.urgent_removed")
+
+    def _segment(self, flow: Flow, direction: int, s: Stream, off: int, data: bytes, ts: float) -> None:
+        end = off + len(data)
+        if end > s.high:
+            s.high = end
+        if s.depth_hit:
+            return
+        nxt = s.next
+        if off < nxt:
+            # Bytes at or behind the delivery point: a retransmission, unless they differ.
+            if end <= nxt:
+                self._behind(flow, direction, s, off, data, ts)
+                return
+            self._behind(flow, direction, s, off, data[:nxt - off], ts)
+            data = data[nxt - off:]
+            off = nxt
+        if off == nxt and self.immediate and not s.pend:
+            self._deliver(flow, direction, s, off, data, ts)
+            return
+        self._hold(flow, direction, s, off, data, ts)
+        self._advance(flow, direction, s, ts, force=False)
+
+    # ------------------------------------------------------------------ behind the delivery point
+
+    def _behind(self, flow: Flow, direction: int, s: Stream, off: int, data: bytes, ts: float) -> None:
+        """Compare bytes already delivered (or skipped) with a new copy of them."""
+        end = off + len(data)
+        covered = 0
+        differs = False
+        for r_off, r_data in s.recent:
+            r_end = r_off + len(r_data)
+            if r_end <= off or r_off >= end:
+                continue
+            lo = max(off, r_off)
+            hi = min(end, r_end)
+            covered += hi - lo
+            old = r_data[lo - r_off:hi - r_off]
+            new = data[lo - off:hi - off]
+            if old != new:
+                differs = True
+                self._report_overlap(flow, direction, lo, old, new, ts)
+        if not differs:
+            self.stats.incr("stream.retransmission")
+            if covered < len(data):
+                # Too old to compare (or inside a skipped gap): dropped unverified.
+                self.stats.incr("stream.retransmission_unverified")
+
+    def _report_overlap(self, flow: Flow, direction: int, offset: int, kept: bytes, other: bytes,
+                        ts: float) -> None:
+        self.stats.incr("stream.overlap_different_data")
+        self.sink.on_anomaly(flow, direction, OVERLAP_DIFFERENT,
+                             f"{len(kept)} bytes at stream offset {offset} differ between segments")
+        self.sink.on_overlap(flow, direction, offset, kept, other, ts)
+
+    # ------------------------------------------------------------------ waiting segments
+
+    def _new_wins(self, n_off: int, n_end: int, o_off: int, o_end: int) -> bool:
+        policy = self.policy
+        if policy == "first":
+            return False
+        if policy == "last":
+            return True
+        if n_off < o_off:
+            return True
+        return policy == "linux" and n_off == o_off and n_end > o_end
+
+    def _hold(self, flow: Flow, direction: int, s: Stream, off: int, data: bytes, ts: float) -> None:
+        end = off + len(data)
+        pend = s.pend
+        if not pend or off >= pend[-1][0] + len(pend[-1][1]):
+            self._store(flow, direction, s, len(pend), len(pend), [(off, data)], ts)
+            return
+        # Segments that may overlap [off, end): from the last one starting before ``off``.
+        i = bisect.bisect_right(pend, off, key=lambda seg: seg[0]) - 1
+        if i < 0 or pend[i][0] + len(pend[i][1]) <= off:
+            i += 1
+        j = i
+        cuts: list[tuple[int, int]] = []  # parts of the new segment that lose
+        remains: list[tuple[int, bytes]] = []  # what is left of the old segments
+        while j < len(pend) and pend[j][0] < end:
+            o_off, o_data = pend[j]
+            o_end = o_off + len(o_data)
+            lo = max(off, o_off)
+            hi = min(end, o_end)
+            old = o_data[lo - o_off:hi - o_off]
+            new = data[lo - off:hi - off]
+            if old == new:
+                self.stats.incr("stream.retransmission")
+                cuts.append((lo, hi))
+                remains.append((o_off, o_data))
+            elif self._new_wins(off, end, o_off, o_end):
+                self._report_overlap(flow, direction, lo, new, old, ts)
+                if o_off < lo:
+                    remains.append((o_off, o_data[:lo - o_off]))
+                if o_end > hi:
+                    remains.append((hi, o_data[hi - o_off:]))
+            else:
+                self._report_overlap(flow, direction, lo, old, new, ts)
+                cuts.append((lo, hi))
+                remains.append((o_off, o_data))
+            j += 1
+        pieces: list[tuple[int, bytes]] = []
+        at = off
+        for lo, hi in cuts:
+            if lo > at:
+                pieces.append((at, data[at - off:lo - off]))
+            at = max(at, hi)
+        if at < end:
+            pieces.append((at, data[at - off:]))
+        if not pieces and len(remains) == j - i:
+            return  # nothing new
+        merged = sorted(remains + pieces, key=lambda seg: seg[0])
+        self._store(flow, direction, s, i, j, merged, ts)
+
+    def _store(self, flow: Flow, direction: int, s: Stream, i: int, j: int,
+               segs: list[tuple[int, bytes]], ts: float) -> None:
+        """Replace ``s.pend[i:j]`` by ``segs``, within the per-direction and global caps."""
+        before = sum(len(d) for _, d in s.pend[i:j])
+        after = sum(len(d) for _, d in segs)
+        grow = after - before
+        if grow > 0 and s.pend_bytes + grow > self.flow_memcap:
+            self.stats.incr("stream.memcap", cap="flow")
+            return self._overflow(flow, direction, s, segs, i, j, ts)
+        if grow > 0 and self.held + grow > self.memcap:
+            self.stats.incr("stream.memcap", cap="global")
+            self._drop_recent(s)
+            if self.held + grow > self.memcap:
+                return self._overflow(flow, direction, s, segs, i, j, ts)
+        s.pend[i:j] = segs
+        s.pend_bytes += grow
+        self.held += grow
+        if s.stall_since is None:
+            s.stall_since = ts
+        self.waiting[flow.flow_id] = flow
+
+    def _overflow(self, flow: Flow, direction: int, s: Stream, segs: list[tuple[int, bytes]],
+                  i: int, j: int, ts: float) -> None:
+        """A cap is hit: deliver what waits (skipping holes), then the new bytes.
+
+        New bytes that still do not fit are delivered right away after a reported gap rather
+        than dropped: a leak monitor must not lose bytes it has seen.
+        """
+        old = s.pend[i:j]
+        new = [seg for seg in segs if seg not in old]
+        self._advance(flow, direction, s, ts, force=True)
+        for off, data in new:
+            if off + len(data) <= s.next:
+                continue
+            if off < s.next:
+                data = data[s.next - off:]
+                off = s.next
+            if not s.pend and off == s.next and self.immediate:
+                self._deliver(flow, direction, s, off, data, ts)
+            elif s.pend_bytes + len(data) <= self.flow_memcap and self.held + len(data) <= self.memcap:
+                s.pend.append((off, data))
+                s.pend_bytes += len(data)
+                self.held += len(data)
+            else:
+                self._advance(flow, direction, s, ts, force=True)
+                if off > s.next:
+                    self._gap(flow, direction, s, off - s.next, ts)
+                self._deliver(flow, direction, s, off, data, ts)
+            if s.depth_hit:
+                return
+        if s.pend:
+            s.stall_since = ts
+            self.waiting[flow.flow_id] = flow
+            self._advance(flow, direction, s, ts, force=False)
+
+    def _check_stall(self, flow: Flow, direction: int, s: Stream, now: float) -> None:
+        if s.pend_bytes >= self.gap_wait_bytes:
+            self.stats.incr("stream.gap_forced", why="bytes")
+            self._advance(flow, direction, s, now, force=True)
+        elif s.stall_since is not None and now - s.stall_since >= self.gap_wait:
+            self.stats.incr("stream.gap_forced", why="time")
+            self._advance(flow, direction, s, now, force=True)
+
+    def _advance(self, flow: Flow, direction: int, s: Stream, ts: float, *, force: bool) -> None:
+        """Deliver waiting segments from the delivery point on.
+
+        A hole is skipped when ``force`` or when the receiver acknowledged past it; under
+        non-first policies unacknowledged bytes wait unless ``force``.
+        """
+        pend = s.pend
+        progressed = False
+        k = 0
+        while k < len(pend):
+            off, data = pend[k]
+            if off > s.next:
+                if not force and s.acked < off:
+                    break
+                self._gap(flow, direction, s, off - s.next, ts)
+                s.next = off
+            end = off + len(data)
+            if not force and not self.immediate and end > s.acked:
+                break
+            k += 1
+            self._deliver(flow, direction, s, off, data, ts)
+            progressed = True
+            if s.depth_hit:
+                k = len(pend)
+                break
+        if k:
+            released = sum(len(d) for _, d in pend[:k])
+            del pend[:k]
+            s.pend_bytes -= released
+            self.held -= released
+        if not pend:
+            s.stall_since = None
+        elif progressed:
+            s.stall_since = ts
+
+    def _gap(self, flow: Flow, direction: int, s: Stream, length: int, ts: float) -> None:
+        s.gaps += 1
+        s.gap_bytes += length
+        flow.gaps += 1
+        self.stats.incr("stream.gap")
+        self.stats.incr("stream.gap_bytes", length)
+        self.sink.on_gap(flow, direction, length, ts)
+
+    # ------------------------------------------------------------------ delivery
+
+    def _deliver(self, flow: Flow, direction: int, s: Stream, off: int, data: bytes, ts: float) -> None:
+        end = off + len(data)
+        s.next = end
+        self._remember(s, off, data)
+        if s.oob and s.oob[0] < end:
+            data = self._strip_urgent(s, off, data)
+        if self.depth:
+            room = self.depth - s.delivered
+            if len(data) >= room:
+                data = data[:room]
+                s.depth_hit = True
+        if data:
+            s.delivered += len(data)
+            self.sink.on_data(flow, direction, data, ts)
+        if s.depth_hit:
+            self.stats.incr("stream.depth_reached")
+            self.sink.on_depth(flow, direction)
+            self._release(s)
+
+    def _strip_urgent(self, s: Stream, off: int, data: bytes) -> bytes:
+        end = off + len(data)
+        out = []
+        at = off
+        keep = []
+        for u in s.oob:
+            if u < off:
+                continue
+            if u >= end:
+                keep.append(u)
+                continue
+            out.append(data[at - off:u - off])
+            at = u + 1
+        out.append(data[at - off:])
+        s.oob = keep
+        return b"".join(out)
+
+    def _remember(self, s: Stream, off: int, data: bytes) -> None:
+        window = self.recent_window
+        if not window or self.held + len(data) > self.memcap:
+            return
+        recent = s.recent
+        recent.append((off, data))
+        s.recent_bytes += len(data)
+        self.held += len(data)
+        while s.recent_bytes > window and len(recent) > 1:
+            _, old = recent.popleft()
+            s.recent_bytes -= len(old)
+            self.held -= len(old)
+
+    def _drop_recent(self, s: Stream) -> None:
+        self.held -= s.recent_bytes
+        s.recent.clear()
+        s.recent_bytes = 0
+
+    def _release(self, s: Stream) -> None:
+        self._drop_recent(s)
+        self.held -= s.pend_bytes
+        s.pend.clear()
+        s.pend_bytes = 0
+        s.stall_since = None
+
+    # ------------------------------------------------------------------ timers and end
+
+    def check_timeouts(self, flow: Flow, now: float) -> None:
+        """Skip holes that waited longer than ``stream.gap_wait`` (idle flows, live capture)."""
+        streams = flow.streams
+        if not streams:
+            return
+        for direction, s in enumerate(streams):
+            if s.pend and s.stall_since is not None and now - s.stall_since >= self.gap_wait:
+                self.stats.incr("stream.gap_forced", why="time")
+                self._advance(flow, direction, s, now, force=True)
+
+    def check_all_timeouts(self, now: float) -> None:
+        """``check_timeouts`` for every flow with waiting segments (and only those)."""
+        for flow in list(self.waiting.values()):
+            self.check_timeouts(flow, now)
+            streams = flow.streams
+            if not streams or not (streams[0].pend or streams[1].pend):
+                self.waiting.pop(flow.flow_id, None)
+
+    def close(self, flow: Flow, ts: float) -> None:
+        """Flow end: deliver everything still waiting (holes reported) and free the state."""
+        streams = flow.streams
+        if not streams:
+            return
+        for direction, s in enumerate(streams):
+            if s.closed:
+                continue
+            if s.pend and not s.depth_hit:
+                self._advance(flow, direction, s, ts, force=True)
+            # Bytes before the FIN that the capture missed.
+            if s.fin is not None and not s.depth_hit and s.fin > s.next:
+                self._gap(flow, direction, s, s.fin - s.next, ts)
+                s.next = s.fin
+            self._release(s)
+            s.closed = True
+        self.waiting.pop(flow.flow_id, None)
