@@ -15,9 +15,10 @@ import threading
 from typing import IO, Any
 
 from monitor.events import Event
+from monitor.flow.community_id import flow_community_id
 from monitor.model import PROTO_NAMES, TO_CLIENT
 
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 
 
 def format_ts(ts: float) -> str:
@@ -31,8 +32,10 @@ def eve_record(ev: Event, sensor: str | None = None) -> dict[str, Any]:
     flow = ev.flow
     if flow is not None:
         rec["flow_id"] = flow.flow_id
-        if flow.community_id:
-            rec["community_id"] = flow.community_id
+        if not flow.community_id:
+            # Computed once per flow, when its first event is written (not on the packet path).
+            flow.community_id = flow_community_id(flow)
+        rec["community_id"] = flow.community_id
     if ev.iface:
         rec["in_iface"] = ev.iface
     elif flow is not None and flow.iface:

@@ -265,7 +265,7 @@ class Generator:
                 c.send(False, hdr.encode() + body)
             elif kind < 0.7:
                 body = rng.choice(self.content.binaries)
-                hdr = f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                hdr = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                 chunks = b"".join(f"{len(body[i:i + 16384]):x}\r\n".encode() + body[i:i + 16384] + b"\r\n" for i in range(0, len(body), 16384)) + b"0\r\n\r\n"
                 c.send(False, hdr.encode() + chunks)
             else:

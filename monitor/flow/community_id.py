@@ -10,6 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from monitor.model import Flow
 
 # Protocols whose 4-tuple carries ports (TCP, UDP, SCTP).
 _PORT_PROTOS = frozenset({6, 17, 132})
@@ -43,3 +47,8 @@ def community_id(proto: int, src: bytes, dst: bytes, sport: int = 0, dport: int 
     if with_ports:
         data += struct.pack("!HH", sport & 0xFFFF, dport & 0xFFFF)
     return "1:" + base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode("ascii")
+
+
+def flow_community_id(flow: Flow) -> str:
+    """The Community ID of a flow (client -> server orientation does not matter: v1 orders ends)."""
+    return community_id(flow.proto, flow.client, flow.server, flow.cport, flow.sport)
