@@ -100,10 +100,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
             print(f"{key:45} {default:22} {help_text}")
         return 0
     cfg = load_config(args.config)
-    from detectors.signatures import load_signature_set
+    from detectors.signatures import load_signatures
 
-    sigs = load_signature_set(cfg)
-    print(f"{args.config}: OK ({sigs.summary()})")
+    sigs = load_signatures([cfg.resolve(p) for p in cfg.signatures])
+    counts = ", ".join(f"{n} {k}" for k, n in sigs.describe().items())
+    print(f"{args.config}: OK (signatures {sigs.version}: {counts})")
     return 0
 
 
