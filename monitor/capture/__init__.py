@@ -1,0 +1,1 @@
+"""Capture sources: pcap/pcapng replay and live AF_PACKET capture, both yielding RawPacket."""
