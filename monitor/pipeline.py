@@ -14,6 +14,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from time import monotonic
 from typing import Any
 
 from alerts.eve import EveWriter, format_ts
@@ -117,6 +118,7 @@ class Pipeline:
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
         self.pcap_cnt = 0
+        self.ingress = 0.0
         self._anomaly_window: dict[str, tuple[int, int]] = {}
         self.eve: EveWriter | None = None
         path = eve_path if eve_path is not None else cfg.resolve(cfg.outputs.eve.path)
@@ -157,6 +159,8 @@ class Pipeline:
     def emit(self, event: Event) -> None:
         if event.pcap_cnt is None and self.replay and event.event_type != "stats":
             event.pcap_cnt = self.pcap_cnt
+        if event.ingress is None and event.event_type == "alert":
+            event.ingress = self.ingress  # packet-to-alert latency histogram
         self.bus.publish(event)
 
     def anomaly(self, layer: str, kind: str, detail: str = "", *, flow: Flow | None = None,
@@ -186,6 +190,7 @@ class Pipeline:
     def process(self, raw: RawPacket) -> None:
         """The per-packet path. Keep it lean: everything here runs for every frame."""
         self.pcap_cnt = raw.pcap_cnt
+        self.ingress = monotonic()
         ts = raw.ts
         if ts > self.now:
             self.now = ts

@@ -60,9 +60,11 @@ class Sensor:
         self.pipeline = Pipeline(cfg, eve_path=eve_path, replay=replay, stats=stats)
         self.stats = self.pipeline.stats
         self.closers: list[Any] = []
-        self.audit = None
-        self.metrics = None
-        self.coverage = None
+        self.audit: Any = None
+        self.metrics: Any = None
+        self.coverage: Any = None
+        self.canary: Any = None
+        self.incidents: Any = None
         self._attach_sinks(replay)
 
     def _attach_sinks(self, replay: bool) -> None:
@@ -159,6 +161,8 @@ def live(args: argparse.Namespace) -> int:
                 _kernel_stats(sensor, cap)
                 if sensor.coverage is not None:
                     sensor.coverage.tick(now, sensor)
+                if sensor.canary is not None:
+                    sensor.canary.tick(now)
                 if reload_requested.is_set():
                     reload_requested.clear()
                     sensor_reload(sensor)

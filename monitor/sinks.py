@@ -45,6 +45,13 @@ def attach_sinks(sensor: Any, replay: bool) -> None:
 
     metrics = _metrics(sensor, replay)
     coverage = _coverage(sensor, replay)
+    sensor.canary = None
+    if cfg.canary.enabled and not replay:
+        from monitor.canary import Canary
+
+        # A synthetic leak injected through the same packet path proves detection end to end.
+        sensor.canary = Canary(cfg.canary, pipeline.inject, stats=stats)
+        bus.subscribe("canary", sensor.canary)
 
     def close() -> None:
         incidents.close()

@@ -1,0 +1,147 @@
+"""Real components end to end: `leakmon run` capturing on a veth in a network namespace, a real
+Prometheus scraping it with the shipped rules, a real upload carrying a marker.
+
+Everything (sensor, Prometheus, client, server) runs inside the lab's namespaces; the test
+talks to Prometheus through `ip netns exec`, so no traffic touches another address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from alerts.schema import validate_lines
+from pcaps import lab as lablib
+from tests.alerts.prometheus_support import ROOT, Prometheus, needs_prometheus, netns_fetch, rules_with
+
+
+def _missing() -> str:
+    for mod in ("monitor.runner", "monitor.capture.afpacket", "detectors.engine"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} not written yet (the live sensor comes from the sensor-core and detection issues)"
+    return ""
+
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.slow,
+    needs_prometheus(),
+    pytest.mark.skipif(not lablib.available(), reason="needs root, iproute2 and tcpdump for network namespaces"),
+    pytest.mark.skipif(bool(_missing()), reason=_missing() or "-"),
+]
+
+METRICS_PORT = 9917  # on the client namespace's own loopback
+UPLOAD_SERVER = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer((sys.argv[1], 8080), H).serve_forever()
+"""
+UPLOAD = r"""
+import json, sys, urllib.request
+body = json.dumps({"note": sys.argv[2], "n": int(sys.argv[3])}, ensure_ascii=False).encode("utf-8")
+req = urllib.request.Request(f"http://{sys.argv[1]}:8080/upload", data=body, headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(req, timeout=10).read().decode())
+"""
+
+
+def _config(tmp: Path) -> Path:
+    cfg = tmp / "leakmon.yaml"
+    cfg.write_text(
+        "sensor:\n  name: netns-sensor\n"
+        f"networks:\n  protected: [\"{lablib.CLIENT_IP}/32\"]\n"
+        f"signatures: [\"{ROOT / 'signatures' / 'markers.yaml'}\"]\n"
+        "outputs:\n  eve:\n    path: eve.json\n  stats_interval: 5s\n"
+        "evidence:\n  enabled: false\n"
+        "incidents:\n  db: incidents.db\n"
+        "audit:\n  path: audit.jsonl\n"
+        "coverage:\n  path: coverage.jsonl\n  stall_after: 4s\n  heartbeat: 5s\n",
+        encoding="utf-8")
+    return cfg
+
+
+@contextlib.contextmanager
+def live_sensor(tmp: Path, rules: dict) -> Iterator[tuple[lablib.Lab, Prometheus]]:
+    with lablib.Lab("mon7") as lab:
+        lab.server([sys.executable, "-c", UPLOAD_SERVER, lab.server_ip])
+        lab.wait_port(8080)
+        env = dict(os.environ, LEAKMON_AUDIT_KEY="11" * 32, LEAKMON_EVIDENCE_KEY="22" * 32,
+                   PYTHONPATH=str(ROOT))
+        log = open(tmp / "leakmon.log", "wb")
+        sensor = lab.background("client", [sys.executable, "-m", "monitor", "run", "-i", lab.cif, "-c",
+                                           str(_config(tmp)), "--metrics-addr", f"127.0.0.1:{METRICS_PORT}",
+                                           "--bpf", "tcp"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        fetch = netns_fetch(lab.cns)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fetch(f"http://127.0.0.1:{METRICS_PORT}/metrics")
+                break
+            except (OSError, subprocess.SubprocessError):
+                if sensor.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("leakmon run did not serve metrics:\n"
+                                         + (tmp / "leakmon.log").read_text(errors="replace")[-3000:]) from None
+                time.sleep(0.3)
+        prom = Prometheus(tmp, [f"127.0.0.1:{METRICS_PORT}"], rules, fetch=fetch).start(
+            prefix=["ip", "netns", "exec", lab.cns])
+        try:
+            prom.wait_ready()
+            yield lab, prom
+        finally:
+            prom.stop()
+            sensor.send_signal(signal.SIGTERM)
+            sensor.wait(timeout=30)
+
+
+def upload(lab: lablib.Lab, text: str, n: int = 0) -> None:
+    out = lab.client([sys.executable, "-c", UPLOAD, lab.server_ip, text, str(n)], timeout=30)
+    assert out.stdout.strip() == b"ok"
+
+
+def test_upload_with_marker_fires_the_leak_alert(tmp_path: Path):
+    with live_sensor(tmp_path, rules_with({})) as (lab, prom):
+        up = prom.api('/api/v1/query?query=up{job="leakmon"}')["data"]["result"]
+        deadline = time.monotonic() + 20
+        while not (up and up[0]["value"][1] == "1") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            up = prom.api('/api/v1/query?query=up{job="leakmon"}')["data"]["result"]
+        assert up and up[0]["value"][1] == "1"
+        upload(lab, "見積書 保護すべき情報 第3版")
+        alert = prom.wait_firing("LeakmonLeakDetected", timeout=60, sid="9100001")
+        assert alert["labels"]["severity"] == "critical" and alert["labels"]["instance"] == f"127.0.0.1:{METRICS_PORT}"
+        assert "sid 9100001" in alert["annotations"]["summary"]
+        packets = prom.api(f'/api/v1/query?query=leakmon_packets_total{{interface="{lab.cif}"}}')["data"]["result"]
+        assert packets and float(packets[0]["value"][1]) >= 8  # handshake, request, response, teardown
+    recs = validate_lines((tmp_path / "eve.json").read_text(encoding="utf-8"))
+    leak = [r for r in recs if r["event_type"] == "alert" and r["alert"]["signature_id"] == 9100001]
+    assert leak and leak[0]["src_ip"] == lablib.CLIENT_IP and leak[0]["dest_port"] == 8080
+
+
+def test_traffic_stopping_fires_the_stall_alert(tmp_path: Path):
+    rules = rules_with({"LeakmonCaptureStalled": {"[5m]": "[6s]", "for": "0s"}})
+    with live_sensor(tmp_path, rules) as (lab, prom):
+        for i in range(8):  # ~6 s of traffic, seen by several scrapes
+            upload(lab, "ordinary text", i)
+            time.sleep(0.7)
+        assert [a for a in prom.firing("LeakmonCaptureStalled") if a["labels"]["interface"] == lab.cif] == []
+        stopped = time.monotonic()
+        alert = prom.wait_firing("LeakmonCaptureStalled", timeout=60, interface=lab.cif)
+        assert time.monotonic() - stopped >= 5
+        assert alert["labels"]["severity"] == "critical"
+    # The coverage record saw the same stall (coverage.stall_after: 4s).
+    recs = validate_lines((tmp_path / "eve.json").read_text(encoding="utf-8"))
+    gaps = [r["coverage"] for r in recs if r["event_type"] == "coverage" and r["coverage"]["cause"] == "capture_stalled"]
+    assert any(g.get("interface") == lab.cif for g in gaps)
