@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flow", help="Print one flow's transactions, files and findings from a capture")
     p.add_argument("capture")
-    p.add_argument("flow_id", type=int)
+    p.add_argument("flow_id", help="flow_id from an alert, a Community ID, or A:port-B:port")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--dissect", action="store_true", help="Show tshark's own dissection of the same packets")
     p.add_argument("--json", action="store_true")

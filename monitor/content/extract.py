@@ -44,6 +44,11 @@ _COMPRESSED_NAMES = {".gz": "", ".tgz": ".tar", ".bz2": "", ".tbz2": ".tar", ".x
 
 def detect_format(data: bytes, name: str = "", mime: str | None = None) -> str | None:
     """``zip``, ``gzip``, ``bzip2``, ``xz``, ``tar``, ``pdf``, ``ole``, ``text`` or None."""
+    mime = (mime or "").lower()
+    if mime.startswith(("multipart/", "message/")):
+        # The app layer splits these into parts itself; sniffing would find a part's PDF header
+        # inside the first KiB (below) and extract the same document twice under the wrong path.
+        return None
     head = data[:8]
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
         return "zip"
@@ -60,7 +65,6 @@ def detect_format(data: bytes, name: str = "", mime: str | None = None) -> str |
     if b"%PDF-" in data[:1024]:
         return "pdf"
     lname = name.lower()
-    mime = (mime or "").lower()
     if (lname.endswith(".tar") or "x-tar" in mime) and len(data) >= 512:
         return "tar"
     if mime.startswith("text/") or lname.endswith(_TEXT_NAMES) or _looks_textual(data):

@@ -157,3 +157,13 @@ def test_plain_text_any_japanese_charset(codec):
     _, texts, _, _ = run(data, "memo.txt")
     assert texts[0].text.lstrip("\ufeff") == text
     assert texts[0].where == f"text:{codec}"
+
+
+def test_multipart_body_is_not_sniffed_as_its_part():
+    # A multipart/form-data upload carrying a PDF: the HTTP parser splits the parts itself; the
+    # outer body must not be taken for a PDF because "%PDF-" sits inside its first KiB.
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.pdf\"\r\n"
+            b"Content-Type: application/pdf\r\n\r\n" + doc("sample.pdf") + b"\r\n--b--\r\n")
+    assert detect_format(body, "/upload", "multipart/form-data; boundary=b") is None
+    assert detect_format(body, "mail.eml", "message/rfc822") is None
+    assert detect_format(body, "/upload", "application/octet-stream") == "pdf"
