@@ -20,7 +20,6 @@ from monitor.errors import LeakmonError
 COMMAND_MODULES = (
     "alerts.cli_incidents",
     "monitor.coverage",
-    "detectors.cli",
 )
 
 
@@ -71,15 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_flow)
 
+    p = sub.add_parser("fingerprint", help="Partial-document fingerprints of protected documents")
+    fsub = p.add_subparsers(dest="fingerprint_command", required=True)
+    fi = fsub.add_parser("index", help="Index a folder of protected documents (stores winnowed hashes only)")
+    fi.add_argument("dir")
+    fi.add_argument("-o", "--output", required=True, help="Index file to write (JSON, hashes only, never text)")
+    fi.set_defaults(func=_cmd_fingerprint_index)
+
     for mod_name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod_name:
-                raise
-            continue
-        mod.register(sub)
+        importlib.import_module(mod_name).register(sub)
     return ap
+
+
+def _cmd_fingerprint_index(args: argparse.Namespace) -> int:
+    from detectors.partial import main as partial_main
+
+    return partial_main(["index", args.dir, "-o", args.output])
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

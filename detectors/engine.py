@@ -1,0 +1,502 @@
+"""``Detection``: the only object the pipeline calls (docs/architecture.md, "detection").
+
+It runs the marker matchers over raw reassembled streams (stream mode, per flow direction),
+over the other version of overlapping segments, over every decoded buffer and over every file
+object's bytes (stream mode, per file); checks complete files against the SHA-256 set; matches
+decoded text against partial-document indexes; hands TLS handshake facts to the weak-crypto
+policy. Detectors produce neutral findings; :mod:`detectors.policy` decides; each decision
+becomes one EVE event through ``emit``.
+
+Alert de-duplication (per flow): one alert per (flow, sid, file-or-None); later occurrences
+only increment counters, kept in ``flow.detect`` and returned (and stored in
+``flow.metadata["detect"]``) by :meth:`Detection.flow_end`. A raw-stream hit (and a hit in a
+multipart or message container body, whose parts are files of their own) is held back for
+one more chunk of the flow (the pipeline feeds the app-layer parser before the raw scan, so
+the decoded view of the same bytes normally wins and carries file name and transaction); it is
+reported only if no decoded view of the flow reported that sid. Held hits are released on the
+flow's next chunk, gap, or end.
+
+Hot reload: :meth:`reload` builds the complete new rule set (matchers compiled, hash sets and
+indexes loaded) before swapping one reference; flows and files keep the streams of the set
+they started with until they end (or a gap restarts their stream), so no match is lost at
+the swap.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectors import partial
+from detectors.alert import build_event, redacted_context
+from detectors.markers import Hit, MarkerSet, MarkerStreams
+from detectors.policy import Finding, Policy
+from detectors.signatures import (
+    CATEGORY_CANARY,
+    Rule,
+    SignatureError,
+    SignatureSet,
+    TlsPolicy,
+    load_signatures,
+)
+from monitor.config import Config
+from monitor.events import Event
+from monitor.files import FileObject
+from monitor.model import Flow
+from monitor.stats import Stats
+
+log = logging.getLogger(__name__)
+
+SHIPPED_TLS_POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "signatures", "cryptrec_tls.yaml")
+MAX_KEYS_PER_FLOW = 4096  # distinct (sid, file) counters kept per flow
+RAW_WHERE = "raw-stream"
+ALT_WHERE = "raw-stream (overlap alternative)"
+
+
+@dataclass
+class RuleSet:
+    """Everything one signature version needs at run time; never mutated after build."""
+
+    sigs: SignatureSet
+    markers: MarkerSet
+    indexes: list[tuple[Rule, partial.PartialIndex]]
+    tls: TlsPolicy | None
+    version: str
+    loaded_at: float
+
+
+@dataclass
+class FlowDetect:
+    """Per-flow detection state (``flow.detect``)."""
+
+    rules: RuleSet
+    streams: list[MarkerStreams | None] = field(default_factory=lambda: [None, None])
+    counts: dict[tuple[int, int | None], int] = field(default_factory=dict)
+    decided: set[tuple[int, int | None]] = field(default_factory=set)
+    decided_sids: set[int] = field(default_factory=set)
+    alerted: dict[tuple[int, int | None], int] = field(default_factory=dict)
+    pending: dict[int, Finding] = field(default_factory=dict)
+    alerts: int = 0
+
+
+@dataclass
+class FileDetect:
+    """Per-file stream state (``file.extra["detect"]``)."""
+
+    rules: RuleSet
+    streams: MarkerStreams | None = None
+
+
+def _contained(call: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A bug in detection must not stop the sensor: count it, log it, go on."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def inner(self: Detection, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - containment is the point
+                self.stats.incr("detect.internal_error", call=call)
+                log.debug("detection %s failed: %r", call, exc, exc_info=True)
+                if self.strict:
+                    raise
+                return None
+
+        inner.__name__ = fn.__name__
+        inner.__doc__ = fn.__doc__
+        return inner
+
+    return wrap
+
+
+class Detection:
+    """Markers, fingerprints, partial documents and TLS policy for one pipeline."""
+
+    def __init__(self, cfg: Config, stats: Stats, emit: Callable[[Event], None], names: Any = None,
+                 *, extra_rules: list[Rule] | None = None, signature_paths: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.emit = emit
+        self.names = names
+        self.policy = Policy(cfg, stats, names)
+        self.strict = os.environ.get("LEAKMON_DETECT_STRICT") == "1"  # tests: let bugs raise
+        self._extra = list(extra_rules or [])
+        self._paths = signature_paths
+        self._rules = self._build()  # a bad set at start-up raises SignatureError (a ConfigError)
+        self._publish_version(None)
+
+    # ------------------------------------------------------------------ rule sets
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    @property
+    def version(self) -> str:
+        return self._rules.version
+
+    @property
+    def loaded_at(self) -> float:
+        return self._rules.loaded_at
+
+    def signature_paths(self) -> list[str]:
+        if self._paths is not None:
+            return list(self._paths)
+        return [self.cfg.resolve(p) for p in self.cfg.signatures]
+
+    def _canary_rule(self) -> Rule:
+        c = self.cfg.canary
+        return Rule(sid=getattr(c, "sid", 9999901), msg="LEAKMON canary self-test marker", kind="marker",
+                    priority=4, category=CATEGORY_CANARY, rev=1, metadata={"informational": ["true"]},
+                    file="<config canary>", line=0, informational=True, literal=c.marker)
+
+    def _build(self) -> RuleSet:
+        t0 = time.monotonic()
+        sigs = load_signatures(self.signature_paths(), extra_rules=[*self._extra, self._canary_rule()])
+        tls = sigs.tls
+        if tls is None and os.path.exists(SHIPPED_TLS_POLICY):
+            try:
+                tls = load_signatures([SHIPPED_TLS_POLICY]).tls
+            except SignatureError as exc:  # the shipped file is tested; keep going without it
+                log.warning("shipped TLS policy unusable: %s", exc)
+        markers = MarkerSet(sigs.markers, self.cfg.detection.engine)
+        rs = RuleSet(sigs, markers, list(sigs.documents), tls, sigs.version, time.time())
+        self.stats.set("signatures.load_seconds", round(time.monotonic() - t0, 3))
+        return rs
+
+    def _publish_version(self, old: RuleSet | None) -> None:
+        rs = self._rules
+        if old is not None:
+            self.stats.gauges.pop(("signatures.version_info", (("version", old.version),)), None)
+        self.stats.set("signatures.version_info", 1, version=rs.version)
+        self.stats.set("signatures.loaded_at", rs.loaded_at)
+        for kind, n in rs.sigs.describe().items():
+            self.stats.set("signatures.loaded", n, kind=kind)
+        self.stats.set("signatures.patterns", rs.markers.pattern_count)
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the signature files; on any error keep the running set and say why."""
+        try:
+            new = self._build()
+        except SignatureError as exc:
+            self.stats.incr("signatures.reload_failed")
+            return False, f"signatures not reloaded, still running {self.version}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - e.g. a matcher compile failure
+            self.stats.incr("signatures.reload_failed")
+            return False, f"signatures not reloaded, still running {self.version}: {type(exc).__name__}: {exc}"
+        old, self._rules = self._rules, new  # the one reference swap
+        self._publish_version(old)
+        self.stats.incr("signatures.reloaded")
+        d = new.sigs.describe()
+        return True, (f"signatures {new.version} loaded: {d['markers']} markers "
+                      f"({new.markers.pattern_count} patterns), {d['hashes']} file hashes, "
+                      f"{d['documents']} document indexes")
+
+    # ------------------------------------------------------------------ per-flow state
+
+    def _state(self, flow: Flow) -> FlowDetect:
+        st = flow.detect
+        if st is None:
+            st = flow.detect = FlowDetect(self._rules)
+        return st
+
+    # ------------------------------------------------------------------ pipeline API
+
+    @_contained("stream_data")
+    def stream_data(self, flow: Flow, dir: int, data: bytes, ts: float, pcap_cnt: int | None = None) -> None:  # noqa: A002
+        """Reassembled in-order bytes of one direction (raw-stream scan, stream mode)."""
+        st = self._state(flow)
+        if st.pending:
+            self._flush_pending(flow, st)
+        if not data:
+            return
+        streams = st.streams[dir]
+        if streams is None:
+            streams = st.streams[dir] = MarkerStreams(st.rules.markers)
+        self.stats.incr("detect.bytes", len(data), view="stream")
+        hits = streams.feed(data)
+        if hits:
+            self._on_hits(flow, st, dir, hits, where=RAW_WHERE, ts=ts, pcap_cnt=pcap_cnt, raw=True)
+
+    @_contained("stream_gap")
+    def stream_gap(self, flow: Flow, dir: int, length: int) -> None:  # noqa: A002
+        """Bytes were lost: no match may span the hole, so the stream restarts (with the current set)."""
+        st = self._state(flow)
+        if st.pending:
+            self._flush_pending(flow, st)
+        old = st.streams[dir]
+        if old is not None:
+            old.close()
+            st.streams[dir] = None
+        st.rules = self._rules
+
+    @_contained("stream_alt")
+    def stream_alt(self, flow: Flow, dir: int, data: bytes, ts: float) -> None:  # noqa: A002
+        """The other version of overlapping segments (an evasion must not blind the sensor)."""
+        if not data:
+            return
+        st = self._state(flow)
+        self.stats.incr("detect.bytes", len(data), view="overlap")
+        hits = st.rules.markers.scan(data)
+        if hits:
+            self._on_hits(flow, st, dir, hits, where=ALT_WHERE, ts=ts, pcap_cnt=None, raw=True)
+
+    @_contained("buffer")
+    def buffer(self, flow: Flow, dir: int, data: bytes, *, where: str, ts: float,  # noqa: A002
+               tx_id: int | None = None, file: FileObject | None = None, charset: str | None = None) -> None:
+        """A decoded buffer (form field, JSON strings, mail text, document text, a datagram)."""
+        if not data:
+            return
+        st = self._state(flow)
+        rs = self._rules
+        self.stats.incr("detect.bytes", len(data), view="buffer")
+        hits = rs.markers.scan(data)
+        if hits:
+            self._on_hits(flow, st, dir, hits, where=where, ts=ts, pcap_cnt=None, raw=False, file=file,
+                          tx_id=tx_id)
+        if rs.indexes and len(data) >= self.cfg.detection.partial_min_chars:
+            self._partial(flow, st, dir, data, charset, rs, where=where, ts=ts, file=file, tx_id=tx_id)
+
+    @_contained("file_data")
+    def file_data(self, f: FileObject, data: bytes, ts: float) -> None:
+        """Bytes of a file object as they arrive (stream mode per file)."""
+        if not data:
+            return
+        fd: FileDetect | None = f.extra.get("detect")
+        if fd is None:
+            fd = f.extra["detect"] = FileDetect(self._rules)
+        if fd.streams is None:
+            fd.streams = MarkerStreams(fd.rules.markers)
+        self.stats.incr("detect.bytes", len(data), view="file")
+        hits = fd.streams.feed(data)
+        if hits:
+            if f.flow is None:
+                self.stats.incr("detect.file_without_flow")
+                return
+            # A multipart/message body is a container: its parts are files of their own, which
+            # name the part; its own hits are held back like raw-stream hits and reported only
+            # if no part (or other decoded view) reports the sid.
+            self._on_hits(f.flow, self._state(f.flow), f.direction, hits, where=_file_where(f), ts=ts,
+                          pcap_cnt=None, raw=_is_container(f), file=f, tx_id=f.tx_id)
+
+    @_contained("file_gap")
+    def file_gap(self, f: FileObject, length: int) -> None:
+        fd: FileDetect | None = f.extra.get("detect")
+        if fd is not None and fd.streams is not None:
+            fd.streams.close()
+            fd.streams = None
+            fd.rules = self._rules
+
+    @_contained("file_closed")
+    def file_closed(self, f: FileObject, ts: float) -> None:
+        """A file ended: release its streams; a complete file's SHA-256 meets the registered set."""
+        fd: FileDetect | None = f.extra.pop("detect", None)
+        if fd is not None and fd.streams is not None:
+            fd.streams.close()
+        rs = self._rules
+        if not f.sha256 or not len(rs.sigs.hashes):
+            return
+        entry = rs.sigs.hashes.lookup(f.sha256)
+        if entry is None:
+            return
+        rule = rs.sigs.rules.get(entry.sid)
+        if rule is None or f.flow is None:
+            self.stats.incr("detect.file_without_flow")
+            return
+        st = self._state(f.flow)
+        key = (rule.sid, f.file_id)
+        st.counts[key] = st.counts.get(key, 0) + 1
+        if key in st.decided:
+            return
+        self._mark_decided(st, key)
+        details: dict[str, Any] = {"sha256": f.sha256}
+        if entry.name:
+            details["fingerprint_name"] = entry.name
+        finding = Finding("fingerprint", f.flow, f.direction, ts, _file_where(f), rule=rule, file=f,
+                          tx_id=f.tx_id, details=details)
+        self._decide(finding, st)
+
+    @_contained("tls")
+    def tls(self, flow: Flow, info: dict[str, Any], ts: float) -> None:
+        """TLS handshake facts ({version, cipher_suite, cipher_name, sni}) for the weak-crypto policy."""
+        st = self._state(flow)
+        verdicts = self.policy.decide_tls(flow, info, st.rules.tls or self._rules.tls, ts)
+        if not verdicts:
+            return
+        outbound = flow.outbound_direction()
+        details: dict[str, Any] = {"tls": _tls_facts(info)}
+        f = Finding("tls", flow, outbound if outbound is not None else 0, ts, "tls.handshake", details=details)
+        for v in verdicts:
+            self._emit(v, f, st)
+
+    @_contained("flow_end")
+    def flow_end(self, flow: Flow) -> dict[str, Any] | None:
+        """Release the flow's state; returns (and stores in flow.metadata["detect"]) its summary."""
+        st: FlowDetect | None = flow.detect
+        if st is None:
+            return None
+        if st.pending:
+            self._flush_pending(flow, st)
+        for s in st.streams:
+            if s is not None:
+                s.close()
+        matches: dict[str, int] = {}
+        for (sid, _fid), n in st.counts.items():
+            matches[str(sid)] = matches.get(str(sid), 0) + n
+        summary = {"alerts": st.alerts, "matches": matches, "signatures_version": st.rules.version}
+        if matches or st.alerts:
+            flow.metadata["detect"] = summary
+        flow.detect = None
+        return summary
+
+    # ------------------------------------------------------------------ findings -> decisions
+
+    def _on_hits(self, flow: Flow, st: FlowDetect, direction: int, hits: list[Hit], *, where: str, ts: float,
+                 pcap_cnt: int | None, raw: bool, file: FileObject | None = None,
+                 tx_id: int | None = None) -> None:
+        by_sid: dict[int, list[Hit]] = {}
+        for h in hits:
+            by_sid.setdefault(h.rule.sid, []).append(h)
+        fid = file.file_id if file is not None else None
+        for sid, group in by_sid.items():
+            spans = {(h.start, h.end) for h in group}
+            first = min(group, key=lambda h: (h.start, h.end))
+            n = len(spans)
+            self.stats.incr("detect.matches", n, variant=first.variant.split("/")[0])
+            key = (sid, fid)
+            if key not in st.counts and len(st.counts) >= MAX_KEYS_PER_FLOW:
+                self.stats.incr("memcap.hit", cap="detect.flow_keys")
+            else:
+                st.counts[key] = st.counts.get(key, 0) + n
+            if raw:
+                held = st.pending.get(sid)
+                if held is not None:
+                    held.count += n
+                    continue
+                if sid in st.decided_sids:
+                    self.stats.incr("detect.raw_covered")
+                    continue
+            elif key in st.decided:
+                continue
+            finding = self._finding(flow, direction, first, n, where=where, ts=ts, pcap_cnt=pcap_cnt, raw=raw,
+                                    file=file, tx_id=tx_id)
+            if raw:
+                st.pending[sid] = finding
+                continue
+            st.pending.pop(sid, None)  # a decoded view of the same data supersedes the raw one
+            self._mark_decided(st, key)
+            self._decide(finding, st)
+
+    def _finding(self, flow: Flow, direction: int, h: Hit, n: int, *, where: str, ts: float,
+                 pcap_cnt: int | None, raw: bool, file: FileObject | None, tx_id: int | None) -> Finding:
+        ctx = redacted_context(h.buf, h.start - h.buf_base, h.end - h.buf_base, h.variant, h.length_chars,
+                               self.cfg.detection.context_chars)
+        return Finding("marker", flow, direction, ts, where, rule=h.rule, variant=h.variant, file=file,
+                       tx_id=tx_id, pcap_cnt=pcap_cnt, count=n, context=ctx, raw=raw)
+
+    def _mark_decided(self, st: FlowDetect, key: tuple[int, int | None]) -> None:
+        st.decided.add(key)
+        st.decided_sids.add(key[0])
+
+    def _flush_pending(self, flow: Flow, st: FlowDetect) -> None:
+        pending, st.pending = st.pending, {}
+        for sid, finding in pending.items():
+            if sid in st.decided_sids:
+                self.stats.incr("detect.raw_covered")
+                continue
+            self._mark_decided(st, (sid, finding.file.file_id if finding.file is not None else None))
+            self._decide(finding, st)
+
+    def _decide(self, finding: Finding, st: FlowDetect) -> None:
+        for v in self.policy.decide(finding):
+            self._emit(v, finding, st)
+
+    def _emit(self, v: Any, finding: Finding, st: FlowDetect) -> None:
+        fid = finding.file.file_id if finding.file is not None else None
+        akey = (v.sid, fid) if v.event_type == "alert" else (-v.sid, fid)
+        if akey in st.alerted:
+            st.alerted[akey] += 1
+            return
+        st.alerted[akey] = 1
+        ev = build_event(v, finding, st.rules.version)
+        if v.event_type == "alert":
+            st.alerts += 1
+            finding.flow.alerted = True
+            self.stats.incr("detect.alerts", category=v.category)
+        else:
+            self.stats.incr("detect.findings", category=v.category)
+        self.emit(ev)
+
+    # ------------------------------------------------------------------ partial documents
+
+    def _partial(self, flow: Flow, st: FlowDetect, direction: int, data: bytes, charset: str | None,
+                 rs: RuleSet, *, where: str, ts: float, file: FileObject | None, tx_id: int | None) -> None:
+        text = _decode_text(data, charset)
+        if text is None:
+            self.stats.incr("detect.partial_undecodable")
+            return
+        if len(text) > partial.MAX_TEXT_CHARS:
+            self.stats.incr("detect.partial_truncated")
+        default_min = self.cfg.detection.partial_min_chars
+        norm = partial.normalize(text[:partial.MAX_TEXT_CHARS])
+        fid = file.file_id if file is not None else None
+        for rule, index in rs.indexes:
+            min_chars = rule.min_chars or default_min
+            found = index.match_normalized(norm, min_chars)
+            if not found:
+                continue
+            best = found[0]
+            key = (rule.sid, fid)
+            st.counts[key] = st.counts.get(key, 0) + len(found)
+            if key in st.decided:
+                continue
+            self._mark_decided(st, key)
+            details = {"document": best.doc.name, "shared_chars": best.shared_chars,
+                       "share": round(best.fraction, 4), "documents_matched": len(found)}
+            finding = Finding("partial", flow, direction, ts, where, rule=rule, file=file, tx_id=tx_id,
+                              count=len(found), details=details)
+            self._decide(finding, st)
+
+
+def _is_container(f: FileObject) -> bool:
+    t = (f.declared_type or "").lower()
+    return t.startswith(("multipart/", "message/"))
+
+
+def _file_where(f: FileObject) -> str:
+    return f.source or f.name or "file"
+
+
+def _decode_text(data: bytes, charset: str | None) -> str | None:
+    if charset:
+        try:
+            codecs.lookup(charset)
+            return data.decode(charset, errors="replace")
+        except LookupError:
+            pass
+    for codec in ("utf-8", "cp932", "euc_jp"):
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def _tls_facts(info: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if info.get("version"):
+        out["version"] = str(info["version"])
+    suite = info.get("cipher_suite")
+    if isinstance(suite, int) and not isinstance(suite, bool):
+        out["cipher_suite"] = f"0x{suite:04X}"
+    if info.get("cipher_name"):
+        out["cipher_name"] = str(info["cipher_name"])
+    if info.get("sni"):
+        out["sni"] = str(info["sni"])
+    return out
+

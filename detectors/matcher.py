@@ -1,0 +1,549 @@
+"""One multi-pattern matcher interface over bytes, two engines: Hyperscan and pyahocorasick.
+
+``compile(patterns, engine) -> Matcher``; ``Matcher.scan(data)`` (block mode) and
+``Matcher.stream()`` (stream mode: ``feed(data)`` returns matches with absolute stream offsets,
+so a pattern straddling two chunks is found). Both engines report exactly the same matches,
+which the test suite checks with a property test.
+
+Match semantics (the contract both engines implement):
+
+* a match is ``(pattern_id, start, end)``, offsets into the scanned data (block) or into the
+  whole stream since the last ``reset()`` (stream);
+* literals: every occurrence, overlapping ones included;
+* regexes: one match per distinct end offset, ``start`` the leftmost start of a match ending
+  there (Hyperscan's SOM_LEFTMOST semantics). Regexes must have a bounded width of at most
+  :data:`MAX_REGEX_WIDTH` bytes and no anchors, lookarounds, word boundaries or back
+  references, so the fallback engine can confirm them on a window and streams carry a
+  bounded history;
+* ``nocase`` is ASCII case-insensitivity (bytes outside A-Z/a-z compare exactly);
+* results are sorted by ``(end, pattern_id, start)``.
+
+Engine notes (measured traps of the PyPI builds):
+
+* python-hyperscan 0.9.1 falls back to the stream's creation-time context when the
+  ``context=`` passed to ``Stream.scan`` is *falsy* (an empty list!) and crashes; we always
+  pass a truthy collector object explicitly.
+* ``literal=True`` cuts patterns at NUL bytes, so every literal is compiled in regex mode
+  with each byte hex-escaped (Hyperscan still plans them as literals).
+* We never set HS_FLAG_SOM_LEFTMOST: literal starts are ``end - len``, fixed-width regex
+  starts ``end - width``; a variable-width regex start is recomputed in Python from a short
+  history window on the (rare) hit.
+* pyahocorasick's PyPI build takes only ``str`` keys: bytes are mapped through latin-1.
+  Streams carry an overlap of ``max(max_literal_len - 1, max_regex_width)`` bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+try:  # re._parser is the 3.11+ name; sre_parse is deprecated but identical.
+    import re._constants as _sre_c  # type: ignore[import-not-found]
+    import re._parser as _sre_p  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - older Pythons
+    import sre_constants as _sre_c  # type: ignore[no-redef]
+    import sre_parse as _sre_p  # type: ignore[no-redef]
+
+import ahocorasick as _ac
+
+_hs: Any
+try:
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover - exercised where the wheel does not install
+    _hs = None
+
+MAX_REGEX_WIDTH = 1024
+ENGINES = ("hyperscan", "ahocorasick")
+
+Match = tuple[int, int, int]
+
+
+class PatternError(ValueError):
+    """A pattern the matchers cannot run (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One pattern. ``data`` is the literal bytes, or a bytes regex when ``regex`` is true."""
+
+    id: int
+    data: bytes
+    nocase: bool = False
+    regex: bool = False
+
+
+class Stream(Protocol):
+    offset: int
+
+    def feed(self, data: bytes) -> list[Match]: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Matcher(Protocol):
+    engine: str
+
+    def scan(self, data: bytes) -> list[Match]: ...
+
+    def stream(self) -> Stream: ...
+
+
+def hyperscan_available() -> bool:
+    return _hs is not None
+
+
+def resolve_engine(name: str) -> str:
+    """``auto`` -> Hyperscan when importable, else pyahocorasick."""
+    if name == "auto":
+        return "hyperscan" if _hs is not None else "ahocorasick"
+    if name not in ENGINES:
+        raise ValueError(f"unknown matcher engine {name!r} (known: auto, {', '.join(ENGINES)})")
+    if name == "hyperscan" and _hs is None:
+        raise ValueError("matcher engine 'hyperscan' requested but the hyperscan module is not installed")
+    return name
+
+
+def compile(patterns: Iterable[Pattern], engine: str = "auto") -> Matcher:  # noqa: A001 - the API's name
+    """Compile patterns into one matcher. Raises PatternError for an unusable pattern."""
+    pats = list(patterns)
+    seen: set[int] = set()
+    for p in pats:
+        if not p.data:
+            raise PatternError(f"pattern {p.id}: empty")
+        if p.id in seen:
+            raise PatternError(f"pattern {p.id}: duplicate id")
+        seen.add(p.id)
+    regexes = {p.id: RegexInfo.analyse(p) for p in pats if p.regex}
+    name = resolve_engine(engine)
+    if not pats:
+        return _EmptyMatcher(name)
+    if name == "hyperscan":
+        return _HyperscanMatcher(pats, regexes)
+    return _AhoMatcher(pats, regexes)
+
+
+# ---------------------------------------------------------------- regex analysis
+
+
+@dataclass(slots=True)
+class RegexInfo:
+    """What both engines need to run a regex identically."""
+
+    pattern: Pattern
+    min_width: int
+    max_width: int
+    ends_at: re.Pattern[bytes]  # the regex anchored at endpos: finds the leftmost start for an end
+    prefilter: list[bytes]  # a set of literals one of which every match contains
+    prefilter_nocase: bool
+
+    @property
+    def fixed(self) -> bool:
+        return self.min_width == self.max_width
+
+    @classmethod
+    def analyse(cls, p: Pattern) -> RegexInfo:
+        flags = re.DOTALL | (re.IGNORECASE if p.nocase else 0)
+        try:
+            parsed = _sre_p.parse(p.data, flags)
+            ends_at = re.compile(b"(?:" + p.data + b")\\Z", flags)
+        except re.error as exc:
+            raise PatternError(f"regex {p.data!r}: {exc}") from None
+        _check_supported(parsed, p.data)
+        lo, hi = parsed.getwidth()
+        if hi >= _sre_c.MAXREPEAT or hi > MAX_REGEX_WIDTH:
+            raise PatternError(
+                f"regex {p.data!r}: unbounded or longer than {MAX_REGEX_WIDTH} bytes; "
+                "use bounded repeats such as {1,64}"
+            )
+        if lo == 0:
+            raise PatternError(f"regex {p.data!r}: can match the empty string")
+        pre = _required_literals(list(parsed))
+        if not pre:
+            raise PatternError(
+                f"regex {p.data!r}: has no required literal text (or small character class) "
+                "to prefilter on; add a fixed part"
+            )
+        return cls(p, lo, hi, ends_at, sorted(set(pre)), p.nocase)
+
+
+_UNSUPPORTED = {
+    "AT": "anchors and word boundaries (^ $ \\b \\B \\A \\Z)",
+    "ASSERT": "lookahead/lookbehind",
+    "ASSERT_NOT": "negative lookahead/lookbehind",
+    "GROUPREF": "back references",
+    "GROUPREF_EXISTS": "conditional groups",
+    "ATOMIC_GROUP": "atomic groups",
+    "POSSESSIVE_REPEAT": "possessive repeats",
+}
+
+
+def _check_supported(items: Any, src: bytes) -> None:
+    for op, av in items:
+        name = str(op)
+        if name in _UNSUPPORTED:
+            raise PatternError(f"regex {src!r}: {_UNSUPPORTED[name]} are not supported")
+        if name == "SUBPATTERN":
+            _check_supported(av[-1], src)
+        elif name in ("MAX_REPEAT", "MIN_REPEAT"):
+            _check_supported(av[2], src)
+        elif name == "BRANCH":
+            for alt in av[1]:
+                _check_supported(alt, src)
+
+
+def _required_literals(items: list[Any]) -> list[bytes]:
+    """A set of literals at least one of which occurs in every match, or [] if none is found.
+
+    Takes the best of: the longest run of consecutive literal bytes in the top-level sequence;
+    a required sub-group/branch whose every alternative has a required literal; a small
+    character class (at most 16 single bytes).
+    """
+    candidates: list[list[bytes]] = []
+    run = bytearray()
+
+    def close_run() -> None:
+        if run:
+            candidates.append([bytes(run)])
+            run.clear()
+
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            run.append(av)
+            continue
+        close_run()
+        if name == "SUBPATTERN":
+            sub = _required_literals(list(av[-1]))
+            if sub:
+                candidates.append(sub)
+        elif name == "BRANCH":
+            alts = [_required_literals(list(a)) for a in av[1]]
+            if alts and all(alts):
+                candidates.append([lit for a in alts for lit in a])
+        elif name in ("MAX_REPEAT", "MIN_REPEAT") and av[0] >= 1:
+            sub = _required_literals(list(av[2]))
+            if sub:
+                candidates.append(sub)
+        elif name == "IN":
+            bytes_in = _class_bytes(av)
+            if bytes_in is not None and len(bytes_in) <= 16:
+                candidates.append([bytes([b]) for b in bytes_in])
+    close_run()
+    if not candidates:
+        return []
+    # Prefer the set whose shortest literal is longest, then the smaller set.
+    return max(candidates, key=lambda c: (min(len(x) for x in c), -len(c)))
+
+
+def _class_bytes(av: list[Any]) -> list[int] | None:
+    out: set[int] = set()
+    for op, v in av:
+        name = str(op)
+        if name == "LITERAL":
+            out.add(v)
+        elif name == "RANGE":
+            lo, hi = v
+            if hi - lo > 16:
+                return None
+            out.update(range(lo, hi + 1))
+        else:
+            return None  # NEGATE, CATEGORY: too broad
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _hex_escape(data: bytes) -> bytes:
+    return "".join(f"\\x{b:02x}" for b in data).encode("ascii")
+
+
+def _leftmost_start(info: RegexInfo, buf: bytes, end: int) -> int | None:
+    """Leftmost start of a match of ``info`` ending exactly at ``end`` in ``buf``."""
+    if info.fixed:
+        return end - info.max_width
+    m = info.ends_at.search(buf, max(0, end - info.max_width), end)
+    return m.start() if m else None
+
+
+class _EmptyMatcher:
+    patterns: Sequence[Pattern] = ()
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+
+    def scan(self, data: bytes) -> list[Match]:
+        return []
+
+    def stream(self) -> Stream:
+        return _EmptyStream()
+
+
+class _EmptyStream:
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def feed(self, data: bytes) -> list[Match]:
+        self.offset += len(data)
+        return []
+
+    def reset(self) -> None:
+        self.offset = 0
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- Hyperscan
+
+
+class _Collector:
+    """Truthy context object for Hyperscan callbacks (an empty list would be falsy: see above)."""
+
+    __slots__ = ("hits",)
+
+    def __init__(self) -> None:
+        self.hits: list[tuple[int, int]] = []
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def _on_hit(pid: int, _start: int, end: int, _flags: int, ctx: _Collector) -> None:
+    ctx.hits.append((pid, end))
+
+
+class _HyperscanMatcher:
+    engine = "hyperscan"
+
+    def __init__(self, patterns: list[Pattern], regexes: dict[int, RegexInfo]) -> None:
+        assert _hs is not None
+        self.patterns = patterns
+        self._regex = regexes
+        self._lit_len = {p.id: len(p.data) for p in patterns if not p.regex}
+        self._history = max((r.max_width for r in regexes.values() if not r.fixed), default=0)
+        exprs: list[bytes] = []
+        flags: list[int] = []
+        ids: list[int] = []
+        for p in patterns:
+            exprs.append(p.data if p.regex else _hex_escape(p.data))
+            f = _hs.HS_FLAG_DOTALL
+            if p.nocase:
+                f |= _hs.HS_FLAG_CASELESS
+            flags.append(f)
+            ids.append(p.id)
+        # Both databases now: a reload must be complete before the swap, and the first flow must
+        # not pay for a compile.
+        self._block = _compile_hs(exprs, ids, flags, _hs.HS_MODE_BLOCK)
+        self._streamdb = _compile_hs(exprs, ids, flags, _hs.HS_MODE_STREAM)
+
+    def _stream_db(self) -> Any:
+        return self._streamdb
+
+    def scan(self, data: bytes) -> list[Match]:
+        ctx = _Collector()
+        self._block.scan(data, match_event_handler=_on_hit, context=ctx)
+        if not ctx.hits:
+            return []
+        return self._resolve(ctx.hits, data, 0)
+
+    def _resolve(self, hits: list[tuple[int, int]], buf: bytes, base: int) -> list[Match]:
+        """Hit ends (absolute) -> (id, start, end); ``buf`` starts at absolute offset ``base``."""
+        out: list[Match] = []
+        seen: set[tuple[int, int]] = set()
+        for pid, end in hits:
+            n = self._lit_len.get(pid)
+            if n is not None:
+                out.append((pid, end - n, end))
+                continue
+            if (pid, end) in seen:
+                continue
+            seen.add((pid, end))
+            info = self._regex[pid]
+            start = _leftmost_start(info, buf, end - base)
+            if start is not None:
+                out.append((pid, start + base, end))
+        out.sort(key=lambda m: (m[2], m[0], m[1]))
+        return out
+
+    def stream(self) -> Stream:
+        return _HyperscanStream(self)
+
+
+def _compile_hs(exprs: list[bytes], ids: list[int], flags: list[int], mode: int) -> Any:
+    assert _hs is not None
+    db = _hs.Database(mode=mode)
+    try:
+        db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
+    except _hs.error as exc:  # CompilerError names the failing expression index
+        raise PatternError(f"hyperscan: {exc}") from None
+    return db
+
+
+class _HyperscanStream:
+    def __init__(self, m: _HyperscanMatcher) -> None:
+        self._m = m
+        self._ctx = _Collector()
+        self._hs: Any = None
+        self.offset = 0
+        self._tail = b""  # history for variable-width regex starts
+
+    def _open(self) -> Any:
+        st = self._m._stream_db().stream(match_event_handler=_on_hit, context=self._ctx)
+        self._hs = st.__enter__()
+        return self._hs
+
+    def feed(self, data: bytes) -> list[Match]:
+        if not data:
+            return []
+        hs_stream = self._hs or self._open()
+        ctx = self._ctx
+        hs_stream.scan(data, match_event_handler=_on_hit, context=ctx)
+        base = self.offset
+        self.offset += len(data)
+        out: list[Match] = []
+        hist = self._m._history
+        if ctx.hits:
+            hits, ctx.hits = ctx.hits, []
+            buf = self._tail + data if hist else data
+            out = self._m._resolve(hits, buf, base - len(self._tail) if hist else base)
+        if hist:
+            self._tail = (self._tail + data)[-hist:] if len(data) < hist else data[-hist:]
+        return out
+
+    def reset(self) -> None:
+        self.close()
+        self.offset = 0
+        self._tail = b""
+
+    def close(self) -> None:
+        if self._hs is not None:
+            ctx = self._ctx
+            self._hs.close(match_event_handler=_on_hit, context=ctx)
+            self._hs = None
+            ctx.hits = []
+
+
+# ---------------------------------------------------------------- pyahocorasick
+
+
+class _Automaton:
+    """One latin-1 automaton; keys map to lists of (pattern id, length, regex id or -1)."""
+
+    def __init__(self) -> None:
+        self.a = _ac.Automaton()
+        self.empty = True
+
+    def add(self, key: bytes, entry: tuple[int, int, bool]) -> None:
+        k = key.decode("latin-1")
+        cur = self.a.get(k, None)
+        if cur is None:
+            self.a.add_word(k, [entry])
+        else:
+            cur.append(entry)
+        self.empty = False
+
+    def finish(self) -> None:
+        if not self.empty:
+            self.a.make_automaton()
+
+
+class _AhoMatcher:
+    engine = "ahocorasick"
+
+    def __init__(self, patterns: list[Pattern], regexes: dict[int, RegexInfo]) -> None:
+        self.patterns = patterns
+        self._regex = regexes
+        self._exact = _Automaton()
+        self._folded = _Automaton()
+        max_lit = 1
+        for p in patterns:
+            if p.regex:
+                info = regexes[p.id]
+                for lit in info.prefilter:
+                    auto = self._folded if info.prefilter_nocase else self._exact
+                    auto.add(lit.lower() if info.prefilter_nocase else lit, (p.id, len(lit), True))
+                    max_lit = max(max_lit, len(lit))
+            else:
+                auto = self._folded if p.nocase else self._exact
+                auto.add(p.data.lower() if p.nocase else p.data, (p.id, len(p.data), False))
+                max_lit = max(max_lit, len(p.data))
+        self._exact.finish()
+        self._folded.finish()
+        self.overlap = max(max_lit - 1, max((r.max_width for r in regexes.values()), default=0))
+
+    def scan(self, data: bytes) -> list[Match]:
+        return self._scan(bytes(data), 0, 0)
+
+    def _scan(self, buf: bytes, fresh_from: int, base: int) -> list[Match]:
+        """Matches in ``buf`` whose end lies after ``fresh_from``; offsets shifted by ``base``."""
+        out: list[Match] = []
+        regex_hits: list[tuple[int, int, int]] = []  # (pattern id, literal start, literal end)
+        for auto, folded in ((self._exact, False), (self._folded, True)):
+            if auto.empty:
+                continue
+            text = buf.decode("latin-1")
+            if folded:
+                text = buf.lower().decode("latin-1")
+            for last, entries in auto.a.iter(text):
+                end = last + 1
+                for pid, n, is_regex in entries:
+                    if is_regex:
+                        regex_hits.append((pid, end - n, end))
+                    elif end > fresh_from:
+                        out.append((pid, end - n + base, end + base))
+        if regex_hits:
+            out.extend(self._confirm(regex_hits, buf, fresh_from, base))
+        out.sort(key=lambda m: (m[2], m[0], m[1]))
+        return out
+
+    def _confirm(self, hits: list[tuple[int, int, int]], buf: bytes, fresh_from: int,
+                 base: int) -> list[Match]:
+        """Every match of a regex ends within max_width of the start of a required literal."""
+        tried: set[tuple[int, int]] = set()
+        out: list[Match] = []
+        n = len(buf)
+        for pid, ls, le in hits:
+            info = self._regex[pid]
+            lo_end = max(le, fresh_from + 1, info.min_width)
+            hi_end = min(n, ls + info.max_width)
+            for end in range(lo_end, hi_end + 1):
+                if (pid, end) in tried:
+                    continue
+                tried.add((pid, end))
+                m = info.ends_at.search(buf, max(0, end - info.max_width), end)
+                if m is not None:
+                    out.append((pid, m.start() + base, end + base))
+        return out
+
+    def stream(self) -> Stream:
+        return _AhoStream(self)
+
+
+class _AhoStream:
+    def __init__(self, m: _AhoMatcher) -> None:
+        self._m = m
+        self.offset = 0
+        self._tail = b""
+
+    def feed(self, data: bytes) -> list[Match]:
+        if not data:
+            return []
+        tail = self._tail
+        buf = tail + data if tail else bytes(data)
+        out = self._m._scan(buf, len(tail), self.offset - len(tail))
+        self.offset += len(data)
+        keep = self._m.overlap
+        self._tail = buf[-keep:] if keep else b""
+        return out
+
+    def reset(self) -> None:
+        self.offset = 0
+        self._tail = b""
+
+    def close(self) -> None:
+        self._tail = b""
