@@ -29,3 +29,17 @@ def corpus(rel: str) -> Path:
 @pytest.fixture
 def corpus_path():
     return corpus
+
+
+# Hypothesis: deterministic and without per-example deadlines in CI (a loaded 2-core machine must
+# not turn a slow example into a failure); LEAKMON_FUZZ=1 explores with fresh random inputs.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("explore", deadline=None, max_examples=2000,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("explore" if os.environ.get("LEAKMON_FUZZ") == "1" else "ci")
+except ImportError:  # hypothesis is a test dependency; without it the fuzz tests are not collected
+    pass
