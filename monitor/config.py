@@ -172,6 +172,7 @@ class HttpConfig:
     decompress_layer_limit: int = opt(3, "Maximum stacked Content-Encodings", minimum=1)
     max_header_size: int = size("64 KiB", "Largest request/response header block")
     body_limit: int = size("100 MiB", "Largest body tracked as a file (beyond: TRUNCATED)")
+    range_buffer: int = size("16 MiB", "Out-of-order 206 range bytes held per flow to assemble one file")
 
 
 @dataclass(frozen=True)

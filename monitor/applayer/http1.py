@@ -5,7 +5,9 @@ over reassembled bytes. Requests and responses are matched in order (pipelining,
 keep-alive); 1xx responses are interim. Bodies are de-chunked, content-decoded
 (:mod:`monitor.content.codings`) and written into one :class:`~monitor.files.FileObject`
 per message body; request forms (multipart, urlencoded, JSON) are decoded with
-:mod:`monitor.content.forms`.
+:mod:`monitor.content.forms`. ``206 Partial Content`` bodies (and ``multipart/byteranges``
+parts) are also written at their ``Content-Range`` offsets into one range file per object
+(:mod:`monitor.applayer.http_range`).
 
 Hostile framing never desynchronises silently: conflicting or malformed
 ``Content-Length``/``Transfer-Encoding``, 2^64 chunk sizes, obs-folded headers and the like
@@ -36,6 +38,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from monitor.applayer.base import AppContext, AppParser
+from monitor.applayer.http_range import RangePart, RangeStore, parse_content_range
 from monitor.content.codings import CodingChain, limits_from_config, parse_content_encoding
 from monitor.content.forms import (
     MultipartParser,
@@ -188,6 +191,8 @@ class _Body:
         self.form_buf = bytearray()
         self.form_cap = False
         self.multipart: MultipartParser | None = None
+        self.codings = codings
+        self.range_part: RangePart | None = None
         request = direction == TO_SERVER
         if request and media == "multipart/form-data":
             boundary = boundary_of(self.content_type or "")
@@ -195,11 +200,46 @@ class _Body:
                 self.multipart = MultipartParser(boundary, self._open_part, stats=ctx.stats)
             else:
                 parser.anomaly("http.multipart_no_boundary", direction, tx.tx_id)
+        elif not request and tx.status == 206:
+            self._open_range(headers, media)
         elif request and media == "application/x-www-form-urlencoded":
             self.form_kind = "form"
         elif media == "application/json" or media.endswith("+json"):
             self.form_kind = "json"
         self.source = "http.request.body" if request else "http.response.body"
+
+    # -- 206 ranges (monitor/applayer/http_range.py)
+
+    def _open_range(self, headers: list[tuple[str, str]], media: str) -> None:
+        if media == "multipart/byteranges":
+            boundary = boundary_of(self.content_type or "")
+            if boundary:
+                self.multipart = MultipartParser(boundary, self._open_range_part, stats=self.p.ctx.stats)
+            else:
+                self.p.anomaly("http.multipart_no_boundary", self.direction, self.tx.tx_id)
+            return
+        value = next((v for k, v in headers if k == "content-range"), None)
+        if value is None:
+            return
+        self.range_part = self._range_writer(value, self.codings, self.media or None)
+
+    def _range_writer(self, value: str, codings: list[str], declared_type: str | None) -> RangePart | None:
+        cr = parse_content_range(_text(value))
+        if cr is None:
+            self.p.anomaly("http.content_range_invalid", self.direction, self.tx.tx_id)
+            return None
+        tx = self.tx
+        validator = tx.header("etag", True) or tx.header("last-modified", True) or ""
+        return self.p.ranges.part(
+            cr, host=(tx.header("host") or "").lower(), url=tx.uri, validator=validator, name=self.name,
+            codings=codings, declared_type=declared_type, tx_id=tx.tx_id,
+            app={"http": self.p.http_object(tx)})
+
+    def _open_range_part(self, info: PartInfo) -> _RangeSink:
+        value = next((v for k, v in info.headers if k == "content-range"), None)
+        media, _ = parse_params(info.content_type or "")
+        writer = self._range_writer(value, [], media or None) if value is not None else None
+        return _RangeSink(writer)
 
     # -- file
 
@@ -215,6 +255,8 @@ class _Body:
         if not raw:
             return
         self.raw_len += len(raw)
+        if self.range_part is not None:
+            self.range_part.write(raw)
         out = self.chain.decode(raw) if self.chain is not None else raw
         self._decoded(out)
 
@@ -244,6 +286,8 @@ class _Body:
 
     def gap(self, length: int) -> None:
         self.raw_len += length
+        if self.range_part is not None:
+            self.range_part.gap(length)
         if self.chain is not None:
             self.chain.gap()
         f = self._ensure_file()
@@ -295,6 +339,26 @@ class _Body:
             source=f"{self.source} > multipart[{label}]", declared_type=media or None,
             charset=params.get("charset"), app={"http": self.p.http_object(self.tx)}, parent=parent)
         return _Part(f)
+
+
+class _RangeSink:
+    """A multipart/byteranges part: its bytes go to the range file only (the response body
+    file already holds them once)."""
+
+    def __init__(self, writer: RangePart | None) -> None:
+        self.writer = writer
+
+    def write(self, data: bytes) -> None:
+        if self.writer is not None:
+            self.writer.write(data)
+
+    def gap(self, length: int) -> None:
+        if self.writer is not None:
+            self.writer.gap(length)
+
+    def end(self, complete: bool) -> None:
+        if self.writer is not None:
+            self.writer.end(complete)
 
 
 class _Part:
@@ -354,6 +418,7 @@ class HttpParser:
         self.next_tx = 0
         self.tunnel: AppParser | None = None
         self.ts = 0.0
+        self.ranges = RangeStore(ctx)
 
     # ---------------------------------------------------------------- AppParser
 
@@ -474,6 +539,7 @@ class HttpParser:
                     body.end(False)
         for side in self.sides:
             self._finish_pending(side)
+        self.ranges.close()
         if self.tunnel is not None:
             self.tunnel.close(ts)
         for tx in list(self.open_txs):
@@ -729,8 +795,12 @@ class HttpParser:
         m = re.match(rb"(HTTP/[^\s]*)[\s\x00]*([0-9]+)?(?:[\s\x00]+(.*))?", stripped, re.I | re.S)
         proto = _latin(m.group(1)) if m else "HTTP/?"
         code = int(m.group(2)) if m and m.group(2) and len(m.group(2)) == 3 else None
+        if code is not None and code < 100:
+            code = None  # "000": no status class
+        valid = code is not None
         if code is None:
-            # A status that is not three digits: take it as a plain body-bearing response.
+            # A status that is not three digits 100-999: framed as a plain body-bearing response
+            # (200), but no status is reported for it.
             code = 200
             self.anomaly("http.status_invalid", TO_CLIENT, None)
         interim = 100 <= code < 200 and code != 101
@@ -740,7 +810,7 @@ class HttpParser:
         side.tx = tx
         side.status = code
         if not interim:
-            tx.status = code
+            tx.status = code if valid else None
             tx.resp_protocol = proto
             tx.status_text = _latin(m.group(3) or b"") if m else ""
         side.headers = []
@@ -1230,6 +1300,11 @@ class HttpParser:
                 h[field_name] = _text(v)
         if "http_content_type" in h:
             h["http_content_type"] = h["http_content_type"].split(";")[0].strip()
+        if tx.status == 206:
+            cr_value = tx.header("content-range", True)
+            cr = parse_content_range(_text(cr_value)) if cr_value is not None else None
+            if cr is not None:
+                h["content_range"] = cr.as_eve()
         h["length"] = tx.response_length
         h["request_length"] = tx.request_length
         return h

@@ -12,8 +12,8 @@ Probes (``MATCH`` / ``NO`` / ``MAYBE`` = need more bytes):
 |---|---|---|
 | tls  | a record header ``16 03 0[0-4]`` with a ClientHello/ServerHello, either direction | any |
 | http | a request line (known method, or any token + ``HTTP/1.x``) or a response starting ``HTTP/`` | any |
-| smtp | server ``220`` greeting and client ``EHLO``/``HELO``/``LHLO`` | 25/587/2525 decide a bare ``220 ... SMTP`` greeting |
-| ftp  | server ``220`` greeting and client ``USER``/``AUTH TLS``/``FEAT``/``SYST``/``OPTS`` | any |
+| smtp | server ``220`` greeting and client ``EHLO``/``HELO``/``LHLO``; or the client command alone when the server side is missing from the capture | 25/587/2525 decide a bare ``220 ... SMTP`` greeting |
+| ftp  | server ``220`` greeting and client ``USER``/``AUTH TLS``/``FEAT``/``SYST``/``OPTS`` | any (client alone: 21 only) |
 | dns  | a 2-byte length prefix framing a plausible DNS header | 53/5353 only |
 
 Parser errors are contained here (mitmproxy's ``safecall``): a parser that raises is
@@ -296,6 +296,15 @@ class DetectingParser:
                 if b"FTP" in banner or flow.sport == 21:
                     return "ftp"
             results["mail"] = MAYBE if MAYBE in (smtp_cmd, ftp_cmd) else NO
+        elif not srv and cli:
+            # The server's side is not in the capture (asymmetric tap, one-way loopback
+            # recording): a client that opens with a mail greeting command is SMTP; an FTP
+            # login is FTP only on port 21 (POP3 clients send USER too).
+            if _first_word(cli, _SMTP_CLIENT) == MATCH:
+                return "smtp"
+            if flow.sport == 21 and _first_word(cli, _FTP_CLIENT) == MATCH:
+                return "ftp"
+            results["mail"] = greet
         else:
             results["mail"] = greet
         if flow.sport in DNS_PORTS or flow.cport in DNS_PORTS:

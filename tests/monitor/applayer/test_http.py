@@ -221,3 +221,13 @@ def test_fuzz_random_bytes_never_raise(a: bytes, b: bytes) -> None:
     p.feed(TO_SERVER, b"GET / HTTP/1.1\r\n" + a, 1.0)
     p.feed(TO_CLIENT, b"HTTP/1.1 200 OK\r\n" + b, 1.0)
     p.close(2.0)
+
+
+def test_status_000_is_invalid_not_zero() -> None:
+    """http-evader-462: "HTTP/1.1 000 ok" is a body-bearing response with no status class."""
+    body = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+    ctx = run([(TO_SERVER, b"GET /e HTTP/1.1\r\nHost: h\r\n\r\n"),
+               (TO_CLIENT, b"HTTP/1.1 000 ok\r\nContent-length: %d\r\n\r\n%s" % (len(body), body))])
+    assert "http.status_invalid" in ctx.anomalies
+    assert "status" not in ctx.event_bodies("http")[0]["http"]
+    assert [f.sha256 for f in ctx.closed_files] == [sha(body)]

@@ -107,3 +107,15 @@ def test_create_for_handoff() -> None:
     assert ctx.event_bodies("tls")[0]["tls"]["sni"] == "mx.example.jp"
     assert registry.create("nope", ctx) is None
     assert isinstance(new_tcp_parser(ctx), DetectingParser)
+
+
+def test_client_side_only_capture_is_detected_by_its_commands() -> None:
+    """zeek/smtp-attachment-msg.pcap holds only the client's packets: EHLO alone means SMTP;
+    USER alone means FTP only on port 21 (POP3 clients say USER too)."""
+    ctx = detect([(TO_SERVER, b"ehlo localhost.localdomain\r\nmail FROM:<a@example.com>\r\n")], sport=2500)
+    assert ctx.flow.app_proto == "smtp"
+    assert detect([(TO_SERVER, b"USER anonymous\r\n")], sport=21).flow.app_proto == "ftp"
+    assert detect([(TO_SERVER, b"USER bob\r\n")], sport=110).flow.app_proto == "failed"
+    # With the server's side present the greeting still decides.
+    ctx = detect([(TO_CLIENT, b"+OK POP3 ready\r\n"), (TO_SERVER, b"EHLO x\r\n")], sport=110)
+    assert ctx.flow.app_proto == "failed"
