@@ -269,6 +269,10 @@ class Decoder:
         p = off + hlen
         wire = 0
         if frag & 0x3FFF:  # more fragments, or a non-zero offset
+            if frag & 0x4000:
+                # DF and fragmented at once: no conforming stack sends this (Zeek's fragment_with_DF).
+                self.anomaly("defrag.fragment_with_df", f"offset {(frag & 0x1FFF) << 3}", raw)
+                self.stats.incr("defrag.fragment_with_df")
             key = (4, src, dst, ident, proto, vlan)
             done = self.defrag.add(key, (frag & 0x1FFF) << 3, bool(frag & 0x2000), proto, data[p:end], raw)
             if done is None:
