@@ -171,12 +171,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     renderer = _renderer(cfg)
     if args.report == "first":
         first = inc["first_report"] or rebuild_first(inc, (db.alerts(args.incident) or [{}])[0], renderer)
-        print(renderer.markdown(first))
+        sys.stdout.write(renderer.markdown(first))
         return 0
     store = _store(cfg) if cfg.evidence.enabled else None
     detail = build_detail(db, args.incident, store, renderer, time.time())
     if args.report == "detail":
-        print(renderer.markdown(detail))
+        sys.stdout.write(renderer.markdown(detail))
         return 0
     if args.json:
         out = {k: v for k, v in inc.items() if k != "first_report"}

@@ -69,6 +69,19 @@ def dumps(rec: dict[str, Any]) -> str:
     return json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def _ends_torn(path: str) -> bool:
+    """True when an existing, non-empty file does not end with a newline."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 class EveWriter:
     """One writer for the EVE sink: whole lines, flushed per event (tail -f and crash safety)."""
 
@@ -83,8 +96,12 @@ class EveWriter:
             self._own = False
         else:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            torn = _ends_torn(path)
             self._fh = open(path, "a", encoding="utf-8", buffering=1 << 16)
             self._own = True
+            if torn:
+                # A crash cut the last line short: end it, so the next record starts on its own line.
+                self._fh.write("\n")
 
     def __call__(self, ev: Event) -> None:
         if self.types and ev.event_type not in self.types:

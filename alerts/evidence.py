@@ -50,6 +50,9 @@ STORE_FORMAT = "leakmon-evidence/1"
 BUNDLE_FORMAT = "leakmon-evidence-bundle/1"
 MAX_EVENTS_PER_FLOW = 256
 MAX_FILES_PER_INCIDENT = 256
+# Evidence waiting for the writer thread; beyond this the packet thread writes it itself.
+MAX_QUEUED_BYTES = 256 << 20
+MAX_BATCH_JOBS = 256
 PCAP_SNAPLEN = 262144
 
 
@@ -223,6 +226,26 @@ class FlowRecorder:
 # ---------------------------------------------------------------- store
 
 
+@dataclasses.dataclass(frozen=True)
+class KeptFile:
+    """A matching file's content taken when it closed (the pipeline frees the buffer right after)."""
+
+    file_id: int
+    state: str
+    size: int
+    sha256: str | None
+    data: bytes | None
+
+    @classmethod
+    def of(cls, f: Any) -> KeptFile:
+        if isinstance(f, KeptFile):
+            return f
+        return cls(file_id=f.file_id, state=f.state, size=f.size, sha256=f.sha256, data=f.content())
+
+    def content(self) -> bytes | None:
+        return self.data
+
+
 @dataclasses.dataclass
 class FlowEvidence:
     """What the incident manager hands over when a flow with an incident ends."""
@@ -233,8 +256,12 @@ class FlowEvidence:
     dropped: int
     dropped_bytes: int
     records: list[dict[str, Any]]
-    files: list[Any]  # FileObject
+    files: list[Any]  # KeptFile (or anything with file_id, state, size, sha256, content())
     done: Callable[[str, list[dict[str, Any]]], None] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p[2]) for p in self.packets) + sum(len(f.content() or b"") for f in self.files)
 
 
 def _atomic_write(path: str, data: bytes, *, fsync: bool = True) -> None:
@@ -295,7 +322,8 @@ class EvidenceStore:
     """Per-incident encrypted evidence directories under ``evidence.dir``."""
 
     def __init__(self, cfg: Config, stats: Stats | None = None, audit: Any = None, *,
-                 key: bytes | None = None, background: bool = True, queue_size: int = 64) -> None:
+                 key: bytes | None = None, background: bool = True,
+                 queue_bytes: int = MAX_QUEUED_BYTES) -> None:
         self.cfg = cfg
         self.ecfg = cfg.evidence
         self.stats = stats or Stats()
@@ -313,7 +341,12 @@ class EvidenceStore:
             if audit is not None:
                 audit.record("evidence_disabled", {"reason": "no_key", "key_env": self.ecfg.key_env})
         self.stats.set("evidence.enabled", 1 if self.enabled else 0)
-        self._q: queue.Queue[FlowEvidence | None] = queue.Queue(maxsize=queue_size)
+        # Bounded by the bytes waiting, not the number of jobs: a burst of small flows at shutdown
+        # must not push the writing onto the packet thread.
+        self._q: queue.Queue[tuple[FlowEvidence, int] | None] = queue.Queue()
+        self.queue_bytes = queue_bytes
+        self._queued_bytes = 0
+        self._qlock = threading.Lock()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         if background and self.enabled:
@@ -339,25 +372,41 @@ class EvidenceStore:
         if self._thread is None:
             self._write_job(job)
             return True
-        try:
-            self._q.put_nowait(job)
-        except queue.Full:
+        n = job.nbytes
+        with self._qlock:
+            room = self._queued_bytes + n <= self.queue_bytes or self._queued_bytes == 0
+            if room:
+                self._queued_bytes += n
+        if room:
+            self._q.put_nowait((job, n))
+        else:
+            # The worker is this far behind: back-pressure rather than unbounded memory (counted).
             self.stats.incr("evidence.queue_full")
             self._write_job(job)
         return True
 
     def _run(self) -> None:
         while True:
-            job = self._q.get()
+            batch = [self._q.get()]
+            # Whatever queued up meanwhile is written together: one manifest write per incident.
+            while batch[-1] is not None and len(batch) < MAX_BATCH_JOBS:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            items = [b for b in batch if b is not None]
             try:
-                if job is None:
-                    return
-                self._write_job(job)
-            except Exception:  # noqa: BLE001 - the worker must survive any one bad job
+                self._write_jobs([job for job, _ in items])
+            except Exception:  # noqa: BLE001 - the worker must survive any one bad batch
                 self.stats.incr("evidence.write_error")
                 log.exception("evidence write failed")
             finally:
-                self._q.task_done()
+                with self._qlock:
+                    self._queued_bytes -= sum(n for _, n in items)
+                for _ in batch:
+                    self._q.task_done()
+            if batch[-1] is None:
+                return
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until queued evidence is on disk."""
@@ -367,9 +416,15 @@ class EvidenceStore:
         while self._q.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.005)
 
-    def close(self) -> None:
+    def idle(self) -> bool:
+        return self._thread is None or not self._q.unfinished_tasks
+
+    def close(self, timeout: float = 600.0) -> None:
+        """Write everything queued (a slow disk delays shutdown rather than losing evidence)."""
         if self._thread is not None:
-            self.flush()
+            if self._q.unfinished_tasks:
+                log.info("writing %d queued evidence job(s) before stopping", self._q.unfinished_tasks)
+            self.flush(timeout)
             self._q.put(None)
             self._thread.join(timeout=10)
             self._thread = None
@@ -377,19 +432,35 @@ class EvidenceStore:
     # ------------------------------------------------------------ writing (worker thread)
 
     def _write_job(self, job: FlowEvidence) -> None:
-        for inc in job.incident_ids:
+        self._write_jobs([job])
+
+    def _write_jobs(self, jobs: list[FlowEvidence]) -> None:
+        """Write a batch of jobs: per incident, every file of the batch, then its manifest once."""
+        by_inc: dict[str, list[FlowEvidence]] = {}
+        for job in jobs:
+            for inc in job.incident_ids:
+                by_inc.setdefault(inc, []).append(job)
+        for inc, inc_jobs in by_inc.items():
             try:
-                entries = self._write_flow(inc, job)
+                results = self._write_incident(inc, inc_jobs)
             except OSError:
                 self.stats.incr("evidence.write_error")
                 log.exception("evidence write failed for an incident")
                 continue
-            if job.done is not None:
-                job.done(inc, entries)
+            for job, entries in results:
+                if job.done is None:
+                    continue
+                try:
+                    job.done(inc, entries)
+                except Exception:  # noqa: BLE001 - the files are on disk; a failed callback is reported
+                    self.stats.incr("evidence.callback_error")
+                    log.exception("evidence callback failed")
 
-    def _write_flow(self, incident_id: str, job: FlowEvidence) -> list[dict[str, Any]]:
+    def _write_incident(self, incident_id: str,
+                        jobs: list[FlowEvidence]) -> list[tuple[FlowEvidence, list[dict[str, Any]]]]:
         assert self.key is not None
         d = self.incident_dir(incident_id)
+        results: list[tuple[FlowEvidence, list[dict[str, Any]]]] = []
         with self._lock:
             created = not os.path.isdir(d)
             os.makedirs(d, mode=0o700, exist_ok=True)
@@ -397,48 +468,59 @@ class EvidenceStore:
                 append_custody(d, "created", {"incident_id": incident_id, "sensor": self.cfg.sensor.name,
                                               "encryption": "AES-256-GCM", "key_id": key_id(self.key)})
             manifest = self._load_manifest(incident_id)
-            entries: list[dict[str, Any]] = []
-            by_lt: dict[int, list[tuple[float, int, bytes]]] = {}
-            for p in job.packets:
-                by_lt.setdefault(p[1], []).append(p)
-            for lt, pkts in by_lt.items():
-                name = f"flow-{job.flow_id}.pcap" if len(by_lt) == 1 else f"flow-{job.flow_id}-lt{lt}.pcap"
-                entries.append(self._put(d, incident_id, name, pcap_bytes(pkts, lt), kind="pcap",
-                                         flow_id=job.flow_id, linktype=lt, packets=len(pkts),
-                                         packets_dropped=job.dropped, bytes_dropped=job.dropped_bytes))
-            if job.records:
-                body = b"".join(canonical(r) + b"\n" for r in job.records)
-                entries.append(self._put(d, incident_id, f"flow-{job.flow_id}.eve.jsonl", body, kind="eve",
-                                         flow_id=job.flow_id, records=len(job.records)))
-            have = {e["name"] for e in manifest["files"]}
-            for f in job.files:
-                name = f"file-{f.file_id}.bin"
-                if name in have:
-                    continue
-                if len(have) >= MAX_FILES_PER_INCIDENT:
-                    self.stats.incr("evidence.files_capped")
-                    break
-                content = f.content()
-                if content is None:
-                    self.stats.incr("evidence.file_not_kept")
-                    entries.append({"name": name, "kind": "file", "flow_id": job.flow_id, "stored": False,
-                                    "reason": f"content not kept (state {f.state}, size {f.size})",
-                                    "sha256": f.sha256})
-                    continue
-                entries.append(self._put(d, incident_id, name, content, kind="file", flow_id=job.flow_id,
-                                         file_id=f.file_id))
-                have.add(name)
-            names = {e["name"] for e in entries}
-            manifest["files"] = [e for e in manifest["files"] if e["name"] not in names] + entries
+            have = {e["name"] for e in manifest["files"] if e.get("stored")}
+            written: list[dict[str, Any]] = []
+            for job in jobs:
+                entries = self._job_entries(d, incident_id, job, have)
+                results.append((job, entries))
+                written += entries
+            names = {e["name"] for e in written}
+            manifest["files"] = [e for e in manifest["files"] if e["name"] not in names] + written
             manifest["updated"] = iso_ts(time.time())
             raw = json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=True).encode()
             _atomic_write(os.path.join(d, MANIFEST), raw)
         msha = hashlib.sha256(raw).hexdigest()
-        self.stats.incr("evidence.flows_stored")
-        if self.audit is not None:
-            self.audit.record("evidence_stored", {"incident_id": incident_id, "flow_id": job.flow_id,
-                                                  "files": [e["name"] for e in entries],
-                                                  "manifest_sha256": msha})
+        for job, entries in results:
+            if job.packets:
+                self.stats.incr("evidence.flows_stored")
+            if self.audit is not None:
+                self.audit.record("evidence_stored", {"incident_id": incident_id, "flow_id": job.flow_id,
+                                                      "files": [e["name"] for e in entries],
+                                                      "manifest_sha256": msha})
+        return results
+
+    def _job_entries(self, d: str, incident_id: str, job: FlowEvidence, have: set[str]) -> list[dict[str, Any]]:
+        """Seal and write one job's pcap(s), EVE records and files; their manifest entries."""
+        entries: list[dict[str, Any]] = []
+        by_lt: dict[int, list[tuple[float, int, bytes]]] = {}
+        for p in job.packets:
+            by_lt.setdefault(p[1], []).append(p)
+        for lt, pkts in by_lt.items():
+            name = f"flow-{job.flow_id}.pcap" if len(by_lt) == 1 else f"flow-{job.flow_id}-lt{lt}.pcap"
+            entries.append(self._put(d, incident_id, name, pcap_bytes(pkts, lt), kind="pcap",
+                                     flow_id=job.flow_id, linktype=lt, packets=len(pkts),
+                                     packets_dropped=job.dropped, bytes_dropped=job.dropped_bytes))
+        if job.records:
+            body = b"".join(canonical(r) + b"\n" for r in job.records)
+            entries.append(self._put(d, incident_id, f"flow-{job.flow_id}.eve.jsonl", body, kind="eve",
+                                     flow_id=job.flow_id, records=len(job.records)))
+        for f in job.files:
+            name = f"file-{f.file_id}.bin"
+            if name in have:
+                continue
+            if len(have) >= MAX_FILES_PER_INCIDENT:
+                self.stats.incr("evidence.files_capped")
+                break
+            content = f.content()
+            if content is None:
+                self.stats.incr("evidence.file_not_kept")
+                entries.append({"name": name, "kind": "file", "flow_id": job.flow_id, "stored": False,
+                                "reason": f"content not kept (state {f.state}, size {f.size})",
+                                "sha256": f.sha256})
+                continue
+            entries.append(self._put(d, incident_id, name, content, kind="file", flow_id=job.flow_id,
+                                     file_id=f.file_id))
+            have.add(name)
         return entries
 
     def _put(self, d: str, incident_id: str, name: str, plaintext: bytes, **meta: Any) -> dict[str, Any]:

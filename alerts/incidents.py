@@ -4,19 +4,25 @@ Alerts are grouped by (protected host, destination) within ``incidents.window`` 
 The state lives in SQLite (WAL) at ``incidents.db``; each alert is inserted in the same
 transaction that opens or updates its incident, so after a crash (kill -9) every alert whose
 commit returned is there and no incident is half-written. The EVE log remains the primary
-record; this database is the working copy the CLI and the reports read.
+record and is written first; an alert that reached EVE but not the database (the kill fell
+between the two) is read back from the EVE file at the next start (``alerts_recovered``).
 
 When an incident opens, the first-report draft (第一報) is rendered right after the commit (on
-a background thread, from a snapshot of what the sensor knew at detection), stored in the
-database and under ``<db dir>/reports/<incident>/``, recorded in the audit log and handed to
-the notifier. When a flow with an incident ends (its ``flow`` event), its packets from the SYN
-(the flow's :class:`~alerts.evidence.FlowRecorder`), its EVE records and the matching files go
-to the evidence store; the detail report (詳細報告) is refreshed when they are on disk.
+a background thread, from a snapshot of what the sensor knew at detection and the incident's
+alerts already stored), written under ``<db dir>/reports/<incident>/``, recorded in the audit
+log, stored in the database and handed to the notifier; a draft a crash cut off is rendered at
+the next start. A matching file goes to the evidence store when it closes (its ``fileinfo``
+event: the pipeline drops the content right after); when a flow with an incident ends (its
+``flow`` event), its packets from the SYN (the flow's :class:`~alerts.evidence.FlowRecorder`)
+and its EVE records follow. Once evidence is on disk, the ids and SHA-256 of every item go into
+the first-report draft (while the incident is still open) and the detail report (詳細報告).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerts.eve import eve_record
-from alerts.evidence import EvidenceStore, FlowEvidence, FlowRecorder
+from alerts.evidence import EvidenceStore, FlowEvidence, FlowRecorder, KeptFile
 from alerts.report import (
     HostInfo,
     Renderer,
@@ -53,6 +59,8 @@ STATUSES = ("open", "acked", "closed")
 NON_INCIDENT_KINDS = frozenset({"weak_crypto", "tls_policy", "canary", "finding", "info", "selftest"})
 MAX_PENDING_FLOWS = 10_000
 MAX_FILES_PER_FLOW = 64
+# How far back the EVE file is read at start for alerts a crash kept out of the database.
+MAX_RECOVER_BYTES = 64 << 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -80,10 +88,19 @@ CREATE TABLE IF NOT EXISTS alerts (
   category TEXT,
   severity INTEGER,
   flow_id INTEGER,
-  record TEXT NOT NULL
+  record TEXT NOT NULL,
+  eve_key TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_incident ON alerts(incident_id);
 CREATE INDEX IF NOT EXISTS alerts_sid ON alerts(sid);
+CREATE TABLE IF NOT EXISTS eve_sessions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  path TEXT NOT NULL,
+  dev INTEGER NOT NULL,
+  ino INTEGER NOT NULL,
+  start_offset INTEGER NOT NULL,
+  started REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state_changes (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   incident_id TEXT NOT NULL REFERENCES incidents(id),
@@ -142,7 +159,15 @@ class IncidentDB:
                 self.conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
                 self.conn.execute("PRAGMA foreign_keys=ON")
                 self.conn.executescript(SCHEMA)
+                self._migrate()
                 os.chmod(path, 0o600)
+
+    def _migrate(self) -> None:
+        """Columns added after the first schema (a database from an earlier version keeps working)."""
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(alerts)")}
+        if "eve_key" not in cols:
+            self.conn.execute("ALTER TABLE alerts ADD COLUMN eve_key TEXT")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS alerts_eve_key ON alerts(eve_key)")
 
     def tx(self) -> _Tx:
         return _Tx(self)
@@ -159,7 +184,7 @@ class IncidentDB:
 
     def add_alert(self, *, candidate: str | None, host: str, dest: str, ts: float, now: float, sensor: str,
                   sid: int | None, signature: str, category: str, severity: int | None, flow_id: int | None,
-                  record: dict[str, Any]) -> tuple[str, bool]:
+                  record: dict[str, Any], eve_key: str | None = None) -> tuple[str, bool]:
         """Join ``candidate`` (if still not closed) or open a new incident; insert the alert.
 
         One transaction: the alert and its incident are committed together or not at all.
@@ -184,9 +209,32 @@ class IncidentDB:
                           " alert_count, max_severity, updated_at) VALUES (?,?,?,?,?,?,?,?,?,1,?,?)",
                           (inc, num, "open", host, dest, sensor, now, ts, ts, severity, now))
                 opened = True
-            c.execute("INSERT INTO alerts (incident_id, ts, sid, signature, category, severity, flow_id, record)"
-                      " VALUES (?,?,?,?,?,?,?,?)", (inc, ts, sid, signature, category, severity, flow_id, rec_json))
+            c.execute("INSERT INTO alerts (incident_id, ts, sid, signature, category, severity, flow_id, record, eve_key)"
+                      " VALUES (?,?,?,?,?,?,?,?,?)",
+                      (inc, ts, sid, signature, category, severity, flow_id, rec_json, eve_key))
         return inc, opened
+
+    def has_alert(self, eve_key: str) -> bool:
+        with self.lock:
+            return self.conn.execute("SELECT 1 FROM alerts WHERE eve_key=? LIMIT 1", (eve_key,)).fetchone() is not None
+
+    def last_eve_session(self, path: str) -> sqlite3.Row | None:
+        with self.lock:
+            row: sqlite3.Row | None = self.conn.execute(
+                "SELECT * FROM eve_sessions WHERE path=? ORDER BY id DESC LIMIT 1", (path,)).fetchone()
+            return row
+
+    def add_eve_session(self, path: str, dev: int, ino: int, offset: int, now: float) -> None:
+        with self.tx() as c:
+            c.execute("INSERT INTO eve_sessions (path, dev, ino, start_offset, started) VALUES (?,?,?,?,?)",
+                      (path, dev, ino, offset, now))
+            # Only the newest session of a path is ever read back.
+            c.execute("DELETE FROM eve_sessions WHERE path=? AND id < (SELECT MAX(id) FROM eve_sessions WHERE path=?)",
+                      (path, path))
+
+    def without_first_report(self) -> list[str]:
+        with self.lock:
+            return [r[0] for r in self.conn.execute("SELECT id FROM incidents WHERE first_report IS NULL ORDER BY num")]
 
     def set_first_report(self, inc: str, report: dict[str, Any]) -> None:
         with self.tx() as c:
@@ -338,15 +386,95 @@ def evidence_view(db: IncidentDB, inc: str, store: EvidenceStore | None, lab: di
 class _Pending:
     flow: Flow
     incidents: set[str] = field(default_factory=set)
+    # file_id -> the FileObject (content still to be taken) or None (handed to the evidence store).
     files: dict[int, Any] = field(default_factory=dict)
 
 
+def alert_key(rec: dict[str, Any]) -> str:
+    """Identity of one alert record, the same whether built here or read back from the EVE file."""
+    a = rec.get("alert") or {}
+    fi = rec.get("fileinfo") or {}
+    lm = rec.get("leakmon") or {}
+    ident = [rec.get("timestamp"), rec.get("flow_id"), rec.get("pcap_cnt"), a.get("signature_id"), rec.get("tx_id"),
+             fi.get("file_id"), lm.get("where"), lm.get("variant")]
+    return hashlib.sha256(json.dumps(ident, default=str).encode()).hexdigest()
+
+
+def _parse_eve_ts(text: str) -> float | None:
+    try:
+        return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _record_parties(rec: dict[str, Any]) -> tuple[HostInfo, HostInfo]:
+    """(internal host, destination) from an EVE alert record alone (recovery: no Flow object)."""
+    lm = rec.get("leakmon") or {}
+    src = HostInfo(str(rec.get("src_ip", "")), rec.get("src_port"))
+    dst = HostInfo(str(rec.get("dest_ip", "")), rec.get("dest_port"))
+    ph = lm.get("protected_host")
+    if ph is not None and ph == dst.ip and ph != src.ip:
+        return dst, src
+    if ph is None and lm.get("direction") == "inbound":
+        return dst, src
+    return src, dst
+
+
+def _eve_alert_tail(path: str, start: int, is_known: Callable[[str], bool],
+                    max_bytes: int) -> tuple[list[dict[str, Any]], bool]:
+    """Incident-opening alert records at the end of an EVE file that ``is_known`` does not know.
+
+    Read backwards from the end (a crash can only have lost the newest alerts) down to ``start``
+    or the first known alert; a last line without its newline is a torn write and skipped.
+    Returns (records oldest first, whether ``max_bytes`` stopped the scan).
+    """
+    found: list[dict[str, Any]] = []
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        pos = size
+        carry = b""  # the start of a line whose end was in the block read before
+        torn = True  # what follows the file's last newline is not a record
+        while pos > start:
+            if size - pos >= max_bytes:
+                return found[::-1], True
+            step = min(1 << 20, pos - start)
+            pos -= step
+            fh.seek(pos)
+            lines = (fh.read(step) + carry).split(b"\n")
+            carry = lines.pop(0) if pos > start else b""
+            if torn:
+                if not lines:
+                    continue
+                lines.pop()
+                torn = False
+            for line in reversed(lines):
+                if b'"event_type":"alert"' not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(rec, dict) or rec.get("event_type") != "alert" or not opens_incident(rec):
+                    continue
+                if is_known(alert_key(rec)):
+                    return found[::-1], False
+                found.append(rec)
+    return found[::-1], False
+
+
 class IncidentManager:
-    """EventBus sink: alerts -> incidents (+ first report, audit, notification); flow end -> evidence."""
+    """EventBus sink: alerts -> incidents (+ first report, audit, notification); flow end -> evidence.
+
+    Crash safety: the EVE writer (the primary record) runs before this sink, so a kill -9 can
+    leave the newest alert lines in EVE without their database rows. At start the manager reads
+    the EVE file back from where its previous session began and inserts every alert the database
+    does not have (``audit`` record ``alerts_recovered``), and renders the first reports whose
+    background job the crash cut off.
+    """
 
     def __init__(self, cfg: Config, stats: Stats | None = None, evidence: EvidenceStore | None = None,
                  audit: Any = None, notifier: Any = None, names: Any = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, eve_path: str | None = None) -> None:
         self.cfg = cfg
         self.stats = stats or Stats()
         self.evidence = evidence
@@ -366,12 +494,24 @@ class IncidentManager:
         for r in self.db.open_incidents():
             self._open[(r["host"], r["dest"])] = (r["id"], r["last_ts"])
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        self._closed = False
+        # First-report storage and evidence refreshes of the same incident never interleave.
+        self._report_lock = threading.Lock()
+        # Incidents whose stored evidence changed since their reports were last written.
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
         # Report rendering, report files, audit and notification of a new incident run here, so the
         # packet path pays only for the alert's commit.
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1000)
         self._worker: threading.Thread | None = threading.Thread(target=self._run, name="leakmon-incidents",
                                                                  daemon=True)
         self._worker.start()
+        # The EVE file this sensor writes (None: the configured one; "" or "-": none here, as in
+        # a worker process or on stdout), read back at start for alerts a crash kept from the db.
+        if eve_path is None:
+            eve_path = cfg.resolve(cfg.outputs.eve.path) if cfg.outputs.eve.path != "-" else ""
+        self.eve_path = os.path.abspath(eve_path) if eve_path and eve_path != "-" else None
+        self._recover()
 
     def _run(self) -> None:
         while True:
@@ -397,12 +537,92 @@ class IncidentManager:
             job()  # nothing is dropped: a burst of new incidents runs inline
 
     def wait_idle(self, timeout: float = 30.0) -> None:
-        """Wait until first reports, notifications and evidence queued so far are done."""
+        """Wait until first reports, notifications, evidence and report refreshes queued so far are done."""
         deadline = time.monotonic() + timeout
-        while self._jobs.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.002)
-        if self.evidence is not None:
-            self.evidence.flush(max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            while self._jobs.unfinished_tasks and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if self.evidence is not None:
+                self.evidence.flush(max(0.0, deadline - time.monotonic()))
+            # evidence written meanwhile may have queued report refreshes
+            if not self._jobs.unfinished_tasks and (self.evidence is None or self.evidence.idle()):
+                return
+
+    # ------------------------------------------------------------ restart after a crash
+
+    def _recover(self) -> None:
+        for inc in self.db.without_first_report():
+            self._later(functools.partial(self._first_report_from_db, inc))
+        if self.eve_path is None:
+            return
+        try:
+            st = os.stat(self.eve_path)
+        except FileNotFoundError:
+            st = None
+        last = self.db.last_eve_session(self.eve_path)
+        if st is not None and last is not None:
+            same_file = (last["dev"], last["ino"]) == (st.st_dev, st.st_ino) and last["start_offset"] <= st.st_size
+            start = last["start_offset"] if same_file else 0
+            try:
+                missing, capped = _eve_alert_tail(self.eve_path, start, self.db.has_alert, MAX_RECOVER_BYTES)
+            except OSError:
+                self.stats.incr("incidents.recover_error")
+                log.exception("cannot read the EVE file back for recovery")
+                missing, capped = [], False
+            if capped:
+                self.stats.incr("incidents.recover_capped")
+            for rec in missing:
+                self._alert_record(rec)
+            if missing:
+                self.stats.incr("incidents.recovered_alerts", len(missing))
+                log.warning("recovered %d alert(s) from the EVE log that the incident database missed "
+                            "(the previous run ended abruptly)", len(missing))
+                if self.audit is not None:
+                    self.audit.record("alerts_recovered", {"count": len(missing), "eve": self.eve_path,
+                                                           "incident_ids": sorted({r["_incident_id"] for r in missing})})
+        self.db.add_eve_session(self.eve_path, st.st_dev if st else 0, st.st_ino if st else 0,
+                                st.st_size if st else 0, self.clock())
+
+    def _alert_record(self, rec: dict[str, Any]) -> None:
+        """Insert an alert known only from its EVE record (recovery)."""
+        alert = rec.get("alert") or {}
+        host, dest = _record_parties(rec)
+        ts = _parse_eve_ts(str(rec.get("timestamp", ""))) or self.clock()
+        key = (host.ip, dest.ip)
+        cand = self._open.get(key)
+        candidate = cand[0] if cand is not None and abs(ts - cand[1]) <= self.window else None
+        now = self.clock()
+        sev = alert.get("severity")
+        inc, opened = self.db.add_alert(
+            candidate=candidate, host=host.ip, dest=dest.ip, ts=ts, now=now, sensor=self.sensor,
+            sid=alert.get("signature_id"), signature=str(alert.get("signature", "")),
+            category=str(alert.get("category", "")), severity=sev if isinstance(sev, int) else None,
+            flow_id=rec.get("flow_id"), record=rec, eve_key=alert_key(rec))
+        self._open[key] = (inc, max(ts, cand[1]) if cand is not None and cand[0] == inc else ts)
+        rec["_incident_id"] = inc
+        self.stats.incr("incidents.alerts")
+        if self.audit is not None:
+            data: dict[str, Any] = {k: alert[k] for k in ("signature_id", "rev", "signature", "category", "severity",
+                                                          "action") if k in alert}
+            data.update(event_ts=rec.get("timestamp"), flow_id=rec.get("flow_id"), pcap_cnt=rec.get("pcap_cnt"),
+                        incident_id=inc, recovered_from_eve=True)
+            self.audit.record("alert", data)
+        if opened:
+            self.stats.incr("incidents.opened")
+            self._later(lambda: self._first_report(inc, rec, host, dest, {"bytes_out": 0, "bytes_in": 0, "packets": 0},
+                                                   (ts, ts), now, recovered=True))
+
+    def _first_report_from_db(self, inc: str) -> None:
+        """The first report of an incident whose report job a crash cut off (from its first alert)."""
+        incident = self.db.get(inc)
+        if incident is None or incident["first_report"] is not None:
+            return
+        alerts = self.db.alerts(inc)
+        rec = alerts[0] if alerts else {}
+        rec.pop("_ts", None)
+        host, dest = _record_parties(rec) if rec else (HostInfo(incident["host"]), HostInfo(incident["dest"]))
+        self._first_report(inc, rec, host, dest, {"bytes_out": 0, "bytes_in": 0, "packets": 0},
+                           (incident["first_ts"], incident["first_ts"]), incident["opened_at"], recovered=True)
 
     # ------------------------------------------------------------ sink entry
 
@@ -414,6 +634,8 @@ class IncidentManager:
             if ev.event_type == "alert":
                 if opens_incident(ev.body):
                     self._alert(ev)
+            elif ev.event_type == "fileinfo" and flow is not None and flow.flow_id in self._pending:
+                self._file_closed(self._pending[flow.flow_id], ev)
             elif ev.event_type == "flow" and flow is not None and flow.flow_id in self._pending:
                 self.flow_ended(flow)
         except Exception:  # noqa: BLE001 - never break the packet path
@@ -458,7 +680,7 @@ class IncidentManager:
             candidate=candidate, host=host.ip, dest=dest.ip, ts=ev.ts, now=now, sensor=self.sensor,
             sid=alert.get("signature_id"), signature=str(alert.get("signature", "")),
             category=str(alert.get("category", "")), severity=sev if isinstance(sev, int) else None,
-            flow_id=ev.flow.flow_id if ev.flow is not None else None, record=rec)
+            flow_id=ev.flow.flow_id if ev.flow is not None else None, record=rec, eve_key=alert_key(rec))
         last = max(ev.ts, cand[1]) if cand is not None and cand[0] == inc else ev.ts
         self._open[key] = (inc, last)
         ev.extra["incident_id"] = inc
@@ -487,26 +709,60 @@ class IncidentManager:
             p = self._pending[flow.flow_id] = _Pending(flow)
         p.incidents.add(inc)
         f = ev.extra.get("file")
-        if f is not None and len(p.files) < MAX_FILES_PER_FLOW:
-            p.files.setdefault(getattr(f, "file_id", id(f)), f)
+        if f is None:
+            return
+        fid = getattr(f, "file_id", id(f))
+        if fid in p.files:
+            return
+        if len(p.files) >= MAX_FILES_PER_FLOW:
+            self.stats.incr("incidents.files_capped")
+            return
+        p.files[fid] = f
+        if not getattr(f, "is_open", True):
+            # closed before its alert (a held hit): its fileinfo event has passed, take what is left
+            self._take_file(p, fid)
+
+    def _file_closed(self, p: _Pending, ev: Event) -> None:
+        """A file of a flow with an incident closed: its content still exists only now (the
+        pipeline drops the buffer right after the fileinfo event), so it goes to evidence now."""
+        fid = (ev.body.get("fileinfo") or {}).get("file_id")
+        if fid in p.files and p.files[fid] is not None:
+            self._take_file(p, fid)
+
+    def _take_file(self, p: _Pending, fid: int) -> None:
+        f = p.files[fid]
+        p.files[fid] = None
+        if self.evidence is None:
+            return
+        self.evidence.submit(FlowEvidence(
+            incident_ids=sorted(p.incidents), flow_id=p.flow.flow_id, packets=[], dropped=0, dropped_bytes=0,
+            records=[], files=[KeptFile.of(f)], done=self._evidence_done))
 
     def _first_report(self, inc: str, rec: dict[str, Any], host: HostInfo, dest: HostInfo, volume: dict[str, int],
-                      traffic: tuple[float, float], now: float) -> None:
+                      traffic: tuple[float, float], now: float, recovered: bool = False) -> None:
         lab = self.renderer.labels
-        report = first_report(
-            incident={"id": inc, "status": "open"}, alert=rec, host=host, dest=dest, volume=volume,
-            evidence=evidence_view(self.db, inc, self.evidence, lab), reporting=self.cfg.reporting,
-            sensor=self.sensor, detected_at=now, traffic_ts=traffic, language=self.renderer.language, lab=lab)
-        self.db.set_first_report(inc, report)
-        path = ""
-        try:
-            path = write_report_files(os.path.join(self.reports_dir, inc), report, self.renderer)[0]
-        except OSError:
-            self.stats.incr("incidents.report_write_error")
-        if self.audit is not None:
-            self.audit.record("incident_opened", {"incident_id": inc, "host": host.ip, "dest": dest.ip,
-                                                  "sid": (rec.get("alert") or {}).get("signature_id"),
-                                                  "flow_id": rec.get("flow_id"), "first_report": os.path.basename(path)})
+        with self._report_lock:
+            known = [r for r in self.db.alerts(inc) if alert_key(r) != alert_key(rec)]
+            report = first_report(
+                incident={"id": inc, "status": "open"}, alert=rec, host=host, dest=dest, volume=volume,
+                evidence=evidence_view(self.db, inc, self.evidence, lab), reporting=self.cfg.reporting,
+                sensor=self.sensor, detected_at=now, traffic_ts=traffic, language=self.renderer.language, lab=lab,
+                more_alerts=known)
+            # Files, then the audit record, then the database: a crash anywhere in between leaves
+            # first_report NULL, and the restart renders it again (_recover), so nothing is missing.
+            path = ""
+            try:
+                path = write_report_files(os.path.join(self.reports_dir, inc), report, self.renderer)[0]
+            except OSError:
+                self.stats.incr("incidents.report_write_error")
+            if self.audit is not None:
+                data = {"incident_id": inc, "host": host.ip, "dest": dest.ip,
+                        "sid": (rec.get("alert") or {}).get("signature_id"), "flow_id": rec.get("flow_id"),
+                        "first_report": os.path.basename(path)}
+                if recovered:
+                    data["recovered"] = True
+                self.audit.record("incident_opened", data)
+            self.db.set_first_report(inc, report)
         if self.notifier is not None:
             self.notifier.submit(summary(report, path, traffic[1]))
 
@@ -533,19 +789,46 @@ class IncidentManager:
             packets=rec.packets() if rec else [], dropped=rec.dropped if rec else 0,
             dropped_bytes=rec.dropped_bytes if rec else 0,
             records=[eve_record(e, self.sensor) for e in rec.events] if rec else [],
-            files=list(p.files.values()), done=self._evidence_done)
+            # files whose content was not taken at their close (still open, or closed before the alert)
+            files=[KeptFile.of(f) for f in p.files.values() if f is not None], done=self._evidence_done)
         if rec is not None:
             rec.taken = True
         self.evidence.submit(job)
 
     def _evidence_done(self, inc: str, entries: list[dict[str, Any]]) -> None:
-        """Evidence worker thread: record the entries and refresh the detail report."""
-        try:
-            self.db.add_evidence(inc, entries)
+        """Evidence worker thread: record the entries; the reports are refreshed on the incident
+        thread, once for however many evidence writes arrived meanwhile."""
+        if self._closed:
+            self.stats.incr("incidents.evidence_after_close")
+            return
+        self.db.add_evidence(inc, entries)
+        with self._dirty_lock:
+            schedule = not self._dirty
+            self._dirty.add(inc)
+        if schedule:
+            self._later(self._refresh_dirty)
+
+    def _refresh_dirty(self) -> None:
+        with self._dirty_lock:
+            incs, self._dirty = sorted(self._dirty), set()
+        for inc in incs:
+            try:
+                self.refresh_reports(inc)
+            except Exception:  # noqa: BLE001 - one report failure must not stop the others
+                self.stats.incr("incidents.report_write_error")
+                log.exception("report refresh failed")
+
+    def refresh_reports(self, inc: str) -> None:
+        """Put the stored evidence (ids, SHA-256) into the first-report draft and rewrite the detail report."""
+        with self._report_lock:
+            incident = self.db.get(inc)
+            # the draft follows the evidence until someone acknowledged it (then it was sent as it was)
+            first = incident.get("first_report") if incident and incident["status"] == "open" else None
+            if first is not None:
+                first["evidence"] = evidence_view(self.db, inc, self.evidence, self.renderer.labels)
+                self.db.set_first_report(inc, first)
+                write_report_files(os.path.join(self.reports_dir, inc), first, self.renderer)
             self.write_detail(inc)
-        except Exception:  # noqa: BLE001 - a report failure must not stop the evidence worker
-            self.stats.incr("incidents.report_write_error")
-            log.exception("detail report refresh failed")
 
     def write_detail(self, inc: str) -> list[str]:
         rep = build_detail(self.db, inc, self.evidence, self.renderer, self.clock())
@@ -562,10 +845,13 @@ class IncidentManager:
 
     def close(self) -> None:
         self.flush()
+        if self.evidence is not None:
+            self.evidence.close()  # all evidence on disk; its callbacks may queue report refreshes
         if self._worker is not None:
             self._jobs.put(None)
-            self._worker.join(timeout=10)
+            self._worker.join(timeout=60)
             self._worker = None
+        self._closed = True
         self.db.close()
 
 
@@ -644,4 +930,4 @@ def parse_since(text: str, now: float | None = None) -> float:
     return d.timestamp()
 
 
-__all__ = ["IncidentDB", "IncidentManager", "build_detail", "local_time", "opens_incident", "parse_since", "summary"]
+__all__ = ["IncidentDB", "IncidentManager", "alert_key", "build_detail", "local_time", "opens_incident", "parse_since", "summary"]

@@ -67,7 +67,7 @@ def summary_title(s: dict[str, Any]) -> str:
     if s.get("language") == "en":
         return (f"[leakmon] {s.get('incident_id')}: suspected leak of protected information from "
                 f"{s.get('host_ip')} to {s.get('dest_ip')} (first report draft)")
-    return (f"[leakmon] {s.get('incident_id')}: 保護すべき情報の漏えいの疑い {s.get('host_ip')} → "
+    return (f"[leakmon] {s.get('incident_id')}: 情報漏えいの疑い（保護対象データの送信を検知） {s.get('host_ip')} → "
             f"{s.get('dest_ip')}（第一報案）")
 
 

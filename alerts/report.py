@@ -27,6 +27,7 @@ from typing import Any
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE_KINDS = ("first_report", "detail_report")
 MAX_VALUE_CHARS = 400
+MAX_FIRST_DETECTIONS = 50
 
 
 class TemplateError(Exception):
@@ -201,9 +202,21 @@ class HostInfo:
 def first_report(*, incident: dict[str, Any], alert: dict[str, Any], host: HostInfo, dest: HostInfo,
                  volume: dict[str, int], evidence: dict[str, Any], reporting: Any, sensor: str,
                  detected_at: float, traffic_ts: tuple[float, float], language: str,
-                 lab: dict[str, Any]) -> dict[str, Any]:
-    """The 第一報 data model from an incident's first alert (EVE record) and what the sensor knows."""
+                 lab: dict[str, Any], more_alerts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The 第一報 data model from an incident's first alert (EVE record) and what the sensor knows.
+
+    ``more_alerts``: the incident's other alerts already known when the report is rendered (the
+    same packet often raises several: the body and the file inside it); each adds a detection row.
+    """
     det = detection(alert)
+    dets = [det]
+    seen = {(det["sid"], det["where"], det["variant"])}
+    for rec in more_alerts or []:
+        d = detection(rec)
+        k = (d["sid"], d["where"], d["variant"])
+        if k not in seen and len(dets) < MAX_FIRST_DETECTIONS:
+            seen.add(k)
+            dets.append(d)
     tx = transaction(alert, _masked_fields(det["where"]), lab["masked"])
     done = completed(alert)
     action = (alert.get("alert") or {}).get("action", "allowed")
@@ -221,7 +234,7 @@ def first_report(*, incident: dict[str, Any], alert: dict[str, Any], host: HostI
         "destination": {"ip": dest.ip, "port": dest.port, "mac": dest.mac, "names": dest.names or []},
         "protocol": {"transport": alert.get("proto", ""), "app_proto": alert.get("app_proto", "")},
         "transaction": tx,
-        "detections": [det],
+        "detections": dets,
         "volume": {**volume, "text": lab["volume"].format(out=volume.get("bytes_out", 0),
                                                           in_=volume.get("bytes_in", 0),
                                                           pkts=volume.get("packets", 0))},

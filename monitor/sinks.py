@@ -38,7 +38,8 @@ def attach_sinks(sensor: Any, replay: bool) -> None:
     if evidence is not None and not getattr(evidence, "enabled", True):
         pipeline.disable_evidence()
     notifier = Notifier(cfg.notify, stats, base_dir=cfg.base_dir)
-    incidents = IncidentManager(cfg, stats, evidence, audit, notifier, pipeline.names)
+    incidents = IncidentManager(cfg, stats, evidence, audit, notifier, pipeline.names,
+                                eve_path=pipeline.eve.path if pipeline.eve is not None else "")
     sensor.incidents = incidents
     bus.subscribe("incidents", incidents)
     bus.subscribe("audit", audit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -104,17 +105,18 @@ def test_first_report_at_open_has_the_facts_and_no_protected_content(tmp_path):
     f = closed_file(flow, MARKER.encode("cp932") * 3)
     bus.publish(alert_event(flow, pkts[3].ts, file=f))
     mgr.wait_idle()
+    # the file closed before its alert: its content went to evidence at once, and the draft lists it
     d = Path(mgr.reports_dir, "INC-20231114-00001")
     md = (d / "first_report.ja.md").read_text()
     for fact in ("INC-20231114-00001", "第一報", "直ちに把握し得る限りの全ての内容", "sensor-tokyo-1",
                  "10.77.0.1", "02:00:00:00:00:01", "pc-sekkei-01.corp.example (dhcp)", "203.0.113.7",
                  "files.example.net (http-host)", "POST files.example.net/upload", "9100001:1",
                  "保護すべき情報 label", "M-0001", "cp932", "見積書の■■■■■■■について", "完了（転送は最後まで行われた）",
-                 "検知・記録のみ", "記録中", "山田 太郎", "連絡担当者", "03-0000-0002", "防衛装備株式会社",
+                 "検知・記録のみ", "保存済み", f"INC-20231114-00001/file-{f.file_id}.bin",
+                 hashlib.sha256(MARKER.encode("cp932") * 3).hexdigest(), "山田 太郎", "連絡担当者", "03-0000-0002", "防衛装備株式会社",
                  "契約第R6-1234号", "12(3)イ", "10(7)", "13(2)", "10(11)", "2023-11-14 22:13:25.000 +0000"):
         assert fact in md, fact
-    assert MARKER not in md.replace("保護すべき情報 label", "").replace("保護すべき情報の内容", "").replace(
-        "保護すべき情報そのもの", "")
+    assert MARKER not in md.replace("保護すべき情報 label", "")  # the boilerplate never spells the marking term
     rep = json.loads((d / "first_report.json").read_text())
     assert rep["host"]["mac"] == "02:00:00:00:00:01" and rep["destination"]["port"] == 80
     assert rep["volume"]["bytes_out"] == flow.bytes[0] and rep["transfer"]["completed"] is True
@@ -380,3 +382,31 @@ def test_outputs_of_an_incident_carry_no_protected_content(tmp_path, capsys):
     store.export("INC-20231114-00001", str(bundle))
     with pytest.raises(AssertionError, match="file\\[0\\]"):
         assert_no_leak(files=[doc], trees=[bundle])
+
+
+def test_eve_tail_reader_finds_the_alerts_after_the_last_known_one_across_blocks_and_a_torn_line(tmp_path):
+    from alerts.incidents import _eve_alert_tail, alert_key
+
+    def alert(i: int) -> dict:
+        return {"timestamp": f"2023-11-14T22:13:{i % 60:02d}.000000+0000", "flow_id": i, "pcap_cnt": i,
+                "event_type": "alert", "alert": {"signature_id": 9100001, "category": "protected-data-leak"},
+                "leakmon": {"kind": "marker", "where": "http.request.body"}}
+
+    filler = {"event_type": "flow", "pad": "x" * 5000}
+    lines = []
+    for i in range(600):  # ~3 MiB: the reader crosses several 1 MiB blocks
+        lines.append(json.dumps(alert(i), separators=(",", ":")))
+        lines.append(json.dumps(filler, separators=(",", ":")))
+    path = tmp_path / "eve.json"
+    torn = json.dumps(alert(600), separators=(",", ":"))[:40]
+    path.write_text("\n".join(lines) + "\n" + torn)
+    known = {alert_key(alert(i)) for i in range(450)}
+    found, capped = _eve_alert_tail(str(path), 0, known.__contains__, 64 << 20)
+    assert not capped
+    assert [r["flow_id"] for r in found] == list(range(450, 600))  # oldest first; the torn line is no record
+    # the scan never goes below the session's start offset, nor past its byte budget
+    start = len("\n".join(lines[:1100])) + 1
+    found, _ = _eve_alert_tail(str(path), start, lambda k: False, 64 << 20)
+    assert [r["flow_id"] for r in found] == list(range(550, 600))
+    found, capped = _eve_alert_tail(str(path), 0, lambda k: False, 1 << 20)
+    assert capped and 0 < len(found) < 600
