@@ -5,6 +5,12 @@ stream, an archive member -- is one :class:`FileObject`. Parsers write bytes and
 the pipeline's :class:`FileListener` scans the bytes as they arrive, and on close runs the
 content decoders, checks fingerprints and writes the ``fileinfo`` event. A hash is reported
 only for a complete file without gaps.
+
+Hashing (SHA-256 and MD5, both reported in ``fileinfo``) is the floor of the per-byte cost, so it
+is done once and late: while the content is buffered, the hashes are fed from the buffer in
+:data:`HASH_BLOCK` runs (one call per run, not two per write); once the buffer is given up (over
+``max_buffer``) every write is hashed as it comes. A gap, or a close as TRUNCATED/ERROR, ends the
+hashing -- those files never report a hash, so the bytes still pending are not hashed at all.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ STATE_TRUNCATED = "TRUNCATED"
 STATE_ERROR = "ERROR"
 
 _file_ids = itertools.count(1)
+HASH_BLOCK = 256 * 1024  # buffered bytes hashed together (bounds the work done by one write)
 
 
 class FileListener(Protocol):
@@ -36,7 +43,7 @@ class FileObject:
     __slots__ = (
         "file_id", "flow", "tx_id", "direction", "name", "source", "protocol", "declared_type",
         "detected_type", "size", "missing_bytes", "state", "depth", "parent", "charset",
-        "_sha256", "_md5", "sha256", "md5", "buffer", "buffer_overflow", "max_buffer",
+        "_sha256", "_md5", "sha256", "md5", "_buffer", "_hashed", "buffer_overflow", "max_buffer",
         "listener", "app", "extra", "_head", "declared_size",
     )
 
@@ -74,11 +81,12 @@ class FileObject:
         self.state = STATE_OPEN
         self.depth = depth
         self.parent = parent
-        self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5()  # noqa: S324 - an identifier, not security
+        self._sha256: Any = hashlib.sha256()  # None once no hash can be reported (gap, truncation)
+        self._md5: Any = hashlib.md5()  # noqa: S324 - an identifier, not security
         self.sha256: str | None = None
         self.md5: str | None = None
-        self.buffer: bytearray | None = bytearray()
+        self._buffer: bytearray | None = bytearray()
+        self._hashed = 0  # bytes of the buffer already fed to the hashes
         self.buffer_overflow = False
         self.max_buffer = max_buffer
         self.listener = listener
@@ -94,31 +102,64 @@ class FileObject:
     def is_open(self) -> bool:
         return self.state == STATE_OPEN
 
+    @property
+    def buffer(self) -> bytearray | None:
+        """The content so far (None: given up -- over ``max_buffer``, a gap, or used and dropped)."""
+        return self._buffer
+
+    @buffer.setter
+    def buffer(self, value: bytearray | None) -> None:
+        if value is None and self._buffer is not None and self.state == STATE_OPEN:
+            self._hash_buffer()  # the buffered bytes are still owed to the hashes
+        self._buffer = value
+        self._hashed = 0 if value is None else len(value)
+
     def write(self, data: bytes) -> None:
         if self.state != STATE_OPEN or not data:
             return
-        if self.size < HEAD_BYTES:
-            self._head += data[: HEAD_BYTES - self.size]
-        self.size += len(data)
-        self._sha256.update(data)
-        self._md5.update(data)
-        if self.buffer is not None:
-            if len(self.buffer) + len(data) <= self.max_buffer:
-                self.buffer += data
-            else:
-                self.buffer = None
-                self.buffer_overflow = True
+        size = self.size
+        if size < HEAD_BYTES:
+            self._head += data[: HEAD_BYTES - size]
+        self.size = size + len(data)
+        buf = self._buffer
+        if buf is None:
+            if self._sha256 is not None:
+                self._sha256.update(data)
+                self._md5.update(data)
+        elif len(buf) + len(data) <= self.max_buffer:
+            buf += data
+            if len(buf) - self._hashed >= HASH_BLOCK:
+                self._hash_buffer()
+        else:
+            self._hash_buffer()
+            if self._sha256 is not None:
+                self._sha256.update(data)
+                self._md5.update(data)
+            self._buffer = None
+            self.buffer_overflow = True
         if self.listener is not None:
             self.listener.on_file_data(self, data)
+
+    def _hash_buffer(self) -> None:
+        """Feed the buffered bytes not yet hashed to both hashes (no copy)."""
+        buf = self._buffer
+        if buf is None or self._hashed >= len(buf):
+            return
+        if self._sha256 is not None:
+            with memoryview(buf) as view, view[self._hashed :] as pending:
+                self._sha256.update(pending)
+                self._md5.update(pending)
+        self._hashed = len(buf)
 
     def gap(self, length: int) -> None:
         if self.state != STATE_OPEN or length <= 0:
             return
         self.missing_bytes += length
         self.size += length
-        if self.buffer is not None:
-            # Content decoders cannot trust a buffer with a hole; the file is still scanned as a stream.
-            self.buffer = None
+        # A file with a hole never reports a hash: stop hashing. Content decoders cannot trust a
+        # buffer with a hole either; the file is still scanned as a stream.
+        self._sha256 = self._md5 = None
+        self._buffer = None
         if self.listener is not None:
             self.listener.on_file_gap(self, length)
 
@@ -133,17 +174,19 @@ class FileObject:
             self.state = STATE_TRUNCATED
         else:
             self.state = STATE_CLOSED
-        if self.state == STATE_CLOSED:
+        if self.state == STATE_CLOSED and self._sha256 is not None:
+            self._hash_buffer()
             self.sha256 = self._sha256.hexdigest()
             self.md5 = self._md5.hexdigest()
+        self._sha256 = self._md5 = None
         if self.listener is not None:
             self.listener.on_file_close(self)
 
     def content(self) -> bytes | None:
         """The whole content when it was kept (complete, within max_buffer), else None."""
-        if self.buffer is None or self.state != STATE_CLOSED:
+        if self._buffer is None or self.state != STATE_CLOSED:
             return None
-        return bytes(self.buffer)
+        return bytes(self._buffer)
 
     def fileinfo(self) -> dict[str, Any]:
         """The EVE ``fileinfo`` object."""

@@ -11,6 +11,14 @@ message arrives (or the flow ends), an EVE ``smtp`` event is written with an ``s
 (helo, mail_from, rcpt_to) and an ``email`` object like Suricata's (from, to, cc, subject decoded,
 message_id, attachment names, URLs found in text bodies).
 
+Message bytes are gathered into runs of :data:`MESSAGE_BATCH` bytes before the MIME parser
+runs, so its per-call costs (and those of decoding, hashing and detection behind it) are paid
+per run, not per TCP segment. DATA is framed on those runs with ``bytes.find`` for the end marker
+(``\r\n.\r\n`` or ``\n.\n``, also split across segments) and ``bytes.replace`` for the
+dot-stuffing; a run is cut so that a line break (which may be the end marker's) and a leading dot
+stay with the next run. The end of the message, a gap, RSET and the flow's end hand over what is
+gathered, so at most one run per flow waits for more bytes.
+
 DATA is entered as soon as the command is seen (the 354 may arrive after the client's bytes
 have been fed); a rejecting reply before any message byte returns to command mode. After
 ``STARTTLS`` the client's bytes are held (capped) until the reply: on 220 the rest of both
@@ -41,10 +49,14 @@ MAX_URL_LEN = 2048
 MAX_PENDING = 256  # commands awaiting a reply
 TEXT_CHUNK = 1 << 20  # decoded text handed to detection per inspect() call
 TLS_HOLD = 64 * 1024  # client bytes held while the reply to STARTTLS is awaited
+MESSAGE_BATCH = 64 * 1024  # message bytes gathered before they go to the MIME parser
 
 _URL = re.compile(rb"(?:[Hh][Tt][Tt][Pp][Ss]?|[Ff][Tt][Pp])://[^\s<>\"'`{}|\\^\[\]()]+")
 _URL_TRAILING = ".,;:!?*"
+_SCHEME_SEP = re.compile(rb"://")  # sre's literal search is faster than bytes.find here
 _REPLY = re.compile(rb"^(\d{3})([ -]|$)")
+_END_MARKER = re.compile(rb"\n\.\r?\n")  # one pass finds both forms (two finds cost twice)
+_LINE_DOT = re.compile(rb"\n\.")  # a line starting with a dot: stuffing, or the end marker
 
 
 @dataclass(slots=True, eq=False)
@@ -176,13 +188,14 @@ class _MailSink:
             self.mail.email = {"attachment": [], "url": []}
             self.mail.app["email"] = self.mail.email
         urls: list[str] = self.mail.email.setdefault("url", [])
-        # Jump between "://" occurrences (C speed) and match only around them: a regex scan of
+        # Jump between "://" occurrences and match only around them: a regex scan of
         # every position of a megabyte of text is the slow part otherwise.
-        pos = data.find(b"://")
-        while pos != -1:
+        sep = _SCHEME_SEP.search(data)
+        while sep is not None:
+            pos = sep.start()
             m = _URL.search(data, max(0, pos - 5), pos + 3 + MAX_URL_LEN)
             if m is None or m.start() > pos:
-                pos = data.find(b"://", pos + 3)
+                sep = _SCHEME_SEP.search(data, pos + 3)
                 continue
             if len(urls) >= MAX_URLS:
                 self.p.ctx.stats.incr("smtp.cap_hit", cap="urls")
@@ -190,7 +203,7 @@ class _MailSink:
             url = m.group(0)[:MAX_URL_LEN].decode("latin-1").rstrip(_URL_TRAILING)
             if url not in urls:
                 urls.append(url)
-            pos = data.find(b"://", m.end())
+            sep = _SCHEME_SEP.search(data, m.end())
 
 
 def _email_fields(root: MimePart) -> dict[str, Any]:
@@ -239,9 +252,10 @@ class SmtpParser:
         self._cskip = False
         self._bdat_left = 0
         self._bdat_last = False
-        self._dot_bol = True
-        self._dot_hold = b""
-        self._eol_hold = b""
+        self._mbuf = bytearray()  # message bytes gathered (DATA: still dot-stuffed)
+        self._stuffed = False  # _mbuf holds DATA bytes (dot-stuffed, end marker to find)
+        self._msent = False  # _mbuf[0] is a synthetic line break: the message's first line starts
+        self._mdots = False  # _mbuf has a line starting with a dot (to unstuff)
         self._tls_hold = bytearray()
         # server side
         self._sbuf = bytearray()
@@ -265,7 +279,12 @@ class SmtpParser:
             return
         self.ts = ts
         if direction == TO_SERVER:
-            self._client(data)
+            if self._mode == _DATA:  # the common case, inside a message
+                used = self._data(data)
+                if used < len(data):
+                    self._client(data[used:])
+            else:
+                self._client(data)
         else:
             self._server(data)
 
@@ -281,12 +300,13 @@ class SmtpParser:
             return
         if self._mode == _DATA and self._mail is not None and self._mail.mime is not None:
             self._mail.truncated = True
-            self._flush_eol()
-            self._dot_hold = b""
-            self._dot_bol = False
+            self._flush_message()
+            self._mbuf.clear()
+            self._msent = False  # where the bytes after the gap stand in their line is unknown
             self._mail.mime.gap(length)
         elif self._mode == _BDAT and self._mail is not None and self._mail.mime is not None:
             self._mail.truncated = True
+            self._flush_message()
             lost = min(length, self._bdat_left)
             self._bdat_left -= lost
             self._mail.mime.gap(lost)
@@ -390,9 +410,10 @@ class SmtpParser:
             mail = mail or self._new_mail()
             self._start_message(mail)
             self._mode = _DATA
-            self._dot_bol = True
-            self._dot_hold = b""
-            self._eol_hold = b""
+            self._mbuf = bytearray(b"\n")
+            self._stuffed = True
+            self._msent = True
+            self._mdots = False
         elif verb == "BDAT":
             self._bdat(arg)
             return  # its pending entry is pushed by _bdat
@@ -415,6 +436,8 @@ class SmtpParser:
         mail = self._mail or self._new_mail()
         if mail.mime is None:
             self._start_message(mail)
+            self._mbuf = bytearray()
+            self._stuffed = self._msent = False
         self._bdat_last = len(words) > 1 and words[1].upper() == "LAST"
         self._bdat_left = size
         self._push(_Pending("BDAT", mail, self._bdat_last))
@@ -429,61 +452,60 @@ class SmtpParser:
 
     def _data(self, data: bytes) -> int:
         """Consume DATA bytes; returns how many of ``data`` belong to the message (incl. the end)."""
-        hold = self._dot_hold
-        buf = hold + data if hold else data
-        self._dot_hold = b""
-        out: list[bytes] = []
-        pos = 0
-        n = len(buf)
-        end = -1
-        bol = self._dot_bol
-        while pos < n:
-            if bol:
-                if buf[pos] == 46:  # "." at the start of a line
-                    if pos + 1 >= n:
-                        self._dot_hold = buf[pos:]
-                        pos = n
-                        break
-                    nxt = buf[pos + 1]
-                    if nxt == 10:
-                        end = pos + 2
-                        break
-                    if nxt == 13:
-                        if pos + 2 >= n:
-                            self._dot_hold = buf[pos:]
-                            pos = n
-                            break
-                        if buf[pos + 2] == 10:
-                            end = pos + 3
-                            break
-                    pos += 1  # dot-stuffing: drop the first dot
-                bol = False
-            nl = buf.find(b"\n.", pos)
-            if nl == -1:
-                out.append(buf[pos:])
-                bol = buf[n - 1] == 10
-                pos = n
-                break
-            out.append(buf[pos : nl + 1])
-            pos = nl + 1
-            bol = True
-        self._dot_bol = bol
-        # The line break before the terminating "." belongs to the end marker (CRLF.CRLF), so
-        # the last line break is held until the next bytes show it was not the message's last.
-        chunk = self._eol_hold + b"".join(out) if self._eol_hold else b"".join(out)
-        self._eol_hold = b""
-        if chunk.endswith((b"\n", b"\r")):
-            cut = len(chunk) - (2 if chunk.endswith(b"\r\n") else 1)
-            self._eol_hold = chunk[cut:]
-            chunk = chunk[:cut]
-        if chunk:
-            self._message_bytes(chunk)
-        if end == -1:
+        buf = self._mbuf
+        old = len(buf)
+        buf += data
+        # The end marker is "\n.\r\n" or "\n.\n" (_mbuf starts with a line break at the message's
+        # start): look where it may begin, including the last 3 bytes already searched. Both it and
+        # dot-stuffing start with "\n.", which most runs (base64) never contain: one pass decides.
+        start = max(0, old - 3)
+        dot = _LINE_DOT.search(buf, start)
+        m = None
+        if dot is not None:
+            self._mdots = True
+            m = _END_MARKER.search(buf, dot.start())
+        if m is None:
+            if len(buf) >= MESSAGE_BATCH:
+                self._flush_message(hold=True)
             return len(data)
-        self._eol_hold = b""
+        end = m.start()
+        used = m.end() - old
+        # The line break before the terminating "." belongs to the end marker.
+        del buf[end - 1 if end > 0 and buf[end - 1] == 13 else end :]
         self._mode = _CMD
         self._end_message()
-        return end - len(hold)
+        return used
+
+    def _flush_message(self, hold: bool = False) -> None:
+        """Hand the gathered message bytes to the MIME parser (DATA bytes dot-unstuffed).
+
+        ``hold``: more bytes follow, so a trailing line break (it may precede the end marker) and
+        what follows it within the last 3 bytes (a dot that may be stuffing or the marker's) stay.
+        """
+        buf = self._mbuf
+        n = len(buf)
+        if self._stuffed and hold:
+            nl = buf.rfind(b"\n", max(0, n - 3))
+            if nl != -1:
+                n = nl - 1 if nl > 0 and buf[nl - 1] == 13 else nl
+            elif n and buf[n - 1] == 13:
+                n -= 1
+        first = 1 if self._msent else 0
+        if n <= first:
+            return
+        with memoryview(buf) as view, view[:n] as run:
+            chunk = run.tobytes()  # one copy (bytes(buf[:n]) makes two)
+        del buf[:n]
+        if self._stuffed:
+            # RFC 5321 4.5.2: the first dot of a line is removed. The run starts with a line break
+            # (or the message's start), so every line start is preceded by one inside it.
+            if self._mdots:
+                chunk = _LINE_DOT.sub(b"\n", chunk)  # twice as fast as bytes.replace on text
+                self._mdots = b"\n." in buf  # the few bytes held back
+            if first:
+                chunk = chunk[1:]
+                self._msent = False
+        self._deliver(chunk)
 
     def _drop_mail(self) -> None:
         """Finish the current transaction now (RSET, a new MAIL, STARTTLS, the flow's end)."""
@@ -493,19 +515,12 @@ class SmtpParser:
         if mail.mime is not None and not mail.complete:
             # Inside a message (DATA without its end, BDAT without LAST): what came is kept.
             mail.truncated = True
-            self._flush_eol()
             self._end_message(aborted=True)
             if self._mode in (_DATA, _BDAT):
                 self._mode = _CMD
         else:
             self._emit(mail)
         self._mail = None
-
-    def _flush_eol(self) -> None:
-        """A held line break turned out to be message content (a gap or the flow's end followed)."""
-        if self._eol_hold:
-            self._message_bytes(self._eol_hold)
-            self._eol_hold = b""
 
     # ------------------------------------------------------------ messages
 
@@ -521,6 +536,13 @@ class SmtpParser:
         mail.mime = MimeParser(self._sink, self.limits, self.ctx.stats)
 
     def _message_bytes(self, data: bytes) -> None:
+        """BDAT bytes (not dot-stuffed): gathered, handed over in runs."""
+        buf = self._mbuf
+        buf += data
+        if len(buf) >= MESSAGE_BATCH:
+            self._flush_message()
+
+    def _deliver(self, data: bytes) -> None:
         mail = self._mail
         if mail is None or mail.mime is None or not data:
             return
@@ -531,6 +553,9 @@ class SmtpParser:
         mail = self._mail
         if mail is None or mail.mime is None:
             return
+        self._flush_message()  # what is gathered is message content now (even a last line break)
+        self._mbuf = bytearray()
+        self._stuffed = self._msent = False
         if self._sink is not None:
             self._sink.aborting = aborted or mail.truncated
         mail.mime.finish()
@@ -553,9 +578,15 @@ class SmtpParser:
                     f.close(STATE_TRUNCATED)
             mail.mime = None
             self._sink = None
-            if self._dot_hold:
-                self._cbuf[:0] = self._dot_hold
-                self._dot_hold = b""
+            # Nothing reached the MIME parser: the bytes sent after DATA were commands.
+            held = self._mbuf[1:] if self._msent else self._mbuf
+            self._mbuf = bytearray()
+            self._stuffed = self._msent = False
+            if held:
+                self._cbuf[:0] = held
+                rest = bytes(self._cbuf)
+                self._cbuf.clear()
+                self._client(rest)
 
     # ------------------------------------------------------------ server
 

@@ -111,6 +111,7 @@ _OWNER_DISCARD, _OWNER_LEAF, _OWNER_MESSAGE = 0, 1, 2
 _HEADER_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]{1,76}[ \t]*:")
 _MESSAGE_TYPES = ("message/rfc822", "message/global")
 _PADDING = 64  # transport padding accepted after a delimiter
+_JOIN_TAIL = 4096  # a carried tail shorter than this is joined with the next chunk into one bytes
 
 
 class _Shared:
@@ -159,6 +160,7 @@ class MimeParser:
         self._stack: list[MimePart] = []  # open multiparts, innermost last
         self._delims: dict[bytes, tuple[int, bool]] = {}  # delimiter line -> (stack index, is close)
         self._max_delim = 0
+        self._needles: list[bytes] = []  # b"\n--" + each open boundary
         self._owner = _OWNER_DISCARD
         self._decoder: Decoder | None = None
         self._child: MimeParser | None = None
@@ -174,15 +176,21 @@ class MimeParser:
     def feed(self, data: bytes) -> None:
         if self._finished or not data:
             return
-        self._buf += data
-        while self._buf:
-            before = (self._state, len(self._buf))
-            if self._state == _HEADERS:
-                self._headers_step()
-            else:
-                self._body_step()
-            if (self._state, len(self._buf)) == before:
-                break  # needs more data
+        # The steps read ``buf`` in place and return how far they got; only the unfinished tail
+        # (an incomplete line, usually a few bytes) is copied into ``_buf`` for the next chunk.
+        tail = self._buf
+        if not tail:
+            buf: bytes | bytearray = data
+        elif len(tail) < _JOIN_TAIL:
+            buf = b"".join((tail, data))
+        else:
+            tail += data  # a long incomplete line: append, do not copy it again and again
+            buf = tail
+        pos = self._run(buf, final=False)
+        if buf is tail:
+            del tail[:pos]
+        else:
+            self._buf = bytearray(buf[pos:])
         if len(self._buf) > 2 * self._sh.limits.max_line + _PADDING:
             # Only a capped incomplete line may wait; anything else means a logic slip.
             self._sh.cap("carry")
@@ -213,14 +221,7 @@ class MimeParser:
         """End of the message: flush what is held and close every open part."""
         if self._finished:
             return
-        while self._buf:
-            before = (self._state, len(self._buf))
-            if self._state == _HEADERS:
-                self._headers_step(final=True)
-            else:
-                self._body_step(final=True)
-            if (self._state, len(self._buf)) == before:
-                break
+        del self._buf[: self._run(self._buf, final=True)]
         if self._state == _HEADERS:
             self._end_headers()
         if self._pending_eol:
@@ -235,12 +236,22 @@ class MimeParser:
             self._stack.clear()
         self._finished = True
 
+    def _run(self, buf: bytes | bytearray, final: bool) -> int:
+        """Parse as much of ``buf`` as can be decided; returns where the undecided rest starts."""
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            state = self._state
+            new = self._headers_step(buf, pos, final) if state == _HEADERS else self._body_step(buf, pos, final)
+            if new == pos and self._state == state:
+                break  # needs more data
+            pos = new
+        return pos
+
     # ------------------------------------------------------------ headers
 
-    def _headers_step(self, final: bool = False) -> None:
-        buf = self._buf
+    def _headers_step(self, buf: bytes | bytearray, pos: int, final: bool) -> int:
         limits = self._sh.limits
-        pos = 0
         n = len(buf)
         while pos < n and self._state == _HEADERS:
             nl = buf.find(b"\n", pos)
@@ -276,7 +287,7 @@ class MimeParser:
             if line[:1] not in (b" ", b"\t") and not _HEADER_NAME.match(line):
                 if not self._header_lines and self._entity is self._root and line[:5] == b"From ":
                     continue  # an mbox "From " line before the headers
-                verdict = self._stray_line_verdict(pos, final) if self._header_lines else "body"
+                verdict = self._stray_line_verdict(buf, pos, final) if self._header_lines else "body"
                 if verdict == "wait":
                     pos = start
                     break
@@ -293,13 +304,12 @@ class MimeParser:
                 self._sh.cap("header_bytes")
                 self._end_headers()
                 break
-        del buf[:pos]
+        return pos
 
-    def _stray_line_verdict(self, nxt: int, final: bool) -> str:
+    def _stray_line_verdict(self, buf: bytes | bytearray, nxt: int, final: bool) -> str:
         """A line that is not a header inside a header block: a broken fold when the next line is
         a header or the blank line (``Content-Type: text/html;`` / ``charset="utf-8"``), else
         the start of the body. Deciding wrongly the other way would skip CTE decoding."""
-        buf = self._buf
         nl = buf.find(b"\n", nxt)
         if nl == -1:
             if final or len(buf) - nxt > self._sh.limits.max_line:
@@ -502,15 +512,14 @@ class MimeParser:
             delims[b"--" + p.boundary] = (i, False)
             delims[b"--" + p.boundary + b"--"] = (i, True)
         self._delims = delims
+        self._needles = list(dict.fromkeys(b"\n--" + p.boundary for p in self._stack if p.boundary is not None))
         self._max_delim = max((len(k) for k in delims), default=0) + _PADDING
 
     def _match(self, line: bytes) -> tuple[int, bool] | None:
         return self._delims.get(line.rstrip(b" \t\r"))
 
-    def _body_step(self, final: bool = False) -> None:
-        buf = self._buf
+    def _body_step(self, buf: bytes | bytearray, pos: int, final: bool) -> int:
         n = len(buf)
-        pos = 0
         while pos < n:
             if self._bol:
                 if self._delims:
@@ -526,15 +535,14 @@ class MimeParser:
                             hit = self._match(bytes(buf[pos:nl]))
                             if hit is not None:
                                 self._pending_eol = b""
-                                del buf[: nl + 1]
                                 self._delimiter(*hit)
-                                return
+                                return nl + 1
                 if self._pending_eol:
                     self._emit_body(self._pending_eol)
                     self._pending_eol = b""
                 self._bol = False
-            # Inside a line that is not a delimiter: jump to the next line starting with "--".
-            cand = buf.find(b"\n--", pos) if self._delims else -1
+            # Inside a line that is not a delimiter: jump to the next line that may be one.
+            cand = self._next_delimiter_line(buf, pos, n) if self._delims else -1
             if cand == -1:
                 last_nl = buf.rfind(b"\n", pos)
                 if last_nl == -1 or (self._delims and n - last_nl - 1 >= 2) or not self._delims:
@@ -556,7 +564,22 @@ class MimeParser:
             self._pending_eol = bytes(buf[eol : cand + 1])
             pos = cand + 1
             self._bol = True
-        del buf[:pos]
+        return pos
+
+    def _next_delimiter_line(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        """Where the line break before the next possible delimiter line is, or -1.
+
+        The open boundaries themselves are searched for (``\n--boundary``: a long needle, found
+        three times faster than ``\n--``, and text has many ``--`` lines); near the end of the
+        buffer any ``--`` line may still grow into a delimiter, so there ``\n--`` is enough."""
+        best = -1
+        for needle in self._needles:
+            i = buf.find(needle, pos)
+            if i != -1 and (best == -1 or i < best):
+                best = i
+        if best == -1:
+            best = buf.find(b"\n--", max(pos, n - self._max_delim - 1))
+        return best
 
     def _delimiter(self, index: int, close: bool) -> None:
         self._close_owner()

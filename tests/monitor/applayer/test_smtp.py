@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
+import os
+import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerts.eve import dumps, eve_record
 from alerts.schema import validate_lines
+from monitor.applayer import smtp as smtp_module
 from monitor.applayer.smtp import SmtpParser
 from monitor.config import AppLayerConfig, SmtpConfig, default_config
 from monitor.events import Event
@@ -212,3 +218,47 @@ def test_rcpt_cap_is_counted() -> None:
     [ev] = ctx.event_bodies("smtp")
     assert len(ev["smtp"]["rcpt_to"]) == 100 and ctx.stats.get("smtp.cap_hit", cap="rcpt") == 50
     json.dumps(ev)
+
+
+LINES = [b".", b"..", b".x", b"abc", b"", b"\r", b".\r", b"\xe6\x97\xa5\xe6\x9c\xac", b"A" * 40]
+
+
+@settings(max_examples=int(os.environ.get("LM_FUZZ_EXAMPLES", "150")), deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(LINES), st.sampled_from([b"\r\n", b"\n"])), min_size=1, max_size=40),
+       st.lists(st.integers(1, 700), max_size=12), st.integers(4, 64))
+def test_data_runs_unstuff_and_end_anywhere(lines: list[tuple[bytes, bytes]], cuts: list[int], batch: int) -> None:
+    """Whatever the segment sizes and the run size, the message is the dot-unstuffed body without
+    the line break that belongs to the end marker, and what follows the marker is a command."""
+    body = b"".join(line + eol for line, eol in lines)
+    stuffed = b"".join((b"." + line if line.startswith(b".") else line) + eol for line, eol in lines)
+    wire = b"HELO h\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: s\r\n\r\n" + stuffed + b".\r\nRSET\r\n"
+    ctx = RecordingContext()
+    p = SmtpParser(ctx)
+    saved = smtp_module.MESSAGE_BATCH
+    smtp_module.MESSAGE_BATCH = batch
+    try:
+        pos = 0
+        for cut in sorted(set(c % (len(wire) + 1) for c in cuts)) + [len(wire)]:
+            p.feed(TO_SERVER, wire[pos:cut], 1.0)
+            pos = cut
+        assert p._mbuf == b"" and p._cbuf == b""  # noqa: SLF001 - RSET was parsed as a command
+        assert [c.verb for c in p._pending][-2:] == ["EOM", "RSET"]  # noqa: SLF001
+        p.close(2.0)
+    finally:
+        smtp_module.MESSAGE_BATCH = saved
+    expected = body[:-2] if body.endswith(b"\r\n") else body[:-1]
+    assert [f.content() for f in ctx.files] == ([expected] if expected else [])
+    assert ctx.event_bodies("smtp")[0]["email"]["status"] == "PARSE_DONE"
+
+
+def test_large_message_runs_keep_hash_and_stuffing() -> None:
+    """A 300 KB body with dot lines every few lines, in 1448-byte segments (several runs)."""
+    rnd = random.Random(7)
+    lines = [(b"." if rnd.random() < 0.2 else b"") + rnd.randbytes(30).hex().encode() for _ in range(5000)]
+    body = b"\r\n".join(lines)
+    wire = b"Subject: big\r\n\r\n" + b"\r\n".join(b"." + ln if ln.startswith(b".") else ln for ln in lines) + b"\r\n.\r\n"
+    ctx = RecordingContext()
+    session(ctx, [(TO_SERVER, b"HELO h\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")]
+            + [(TO_SERVER, wire[i : i + 1448]) for i in range(0, len(wire), 1448)])
+    [f] = ctx.files
+    assert f.state == STATE_CLOSED and f.sha256 == hashlib.sha256(body).hexdigest()

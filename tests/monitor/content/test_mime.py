@@ -279,3 +279,15 @@ def test_gap_marks_the_open_leaf() -> None:
     p.finish()
     assert sink.gaps[id(sink.leaves[0])] == 100 and sink.leaves[0].gaps
     assert sink.leaf(0) == b"ABCDEF"  # the partial quantum before the hole is not glued to what follows
+
+
+def test_boundary_search_with_many_dash_lines_and_near_misses() -> None:
+    """Boundaries are searched for by name; "--" lines, near misses and a delimiter arriving one
+    byte at a time at the end of a chunk are handled as a line-by-line parser would."""
+    body = b"".join(b"-- signature %d\r\n--b0und\r\n--b0undaryX\r\n---\r\n" % i for i in range(200))
+    msg = (b'Content-Type: multipart/mixed; boundary="b0undary"\r\n\r\n--b0undary\r\n\r\n' + body
+           + b"--b0undary\r\nContent-Type: text/plain\r\n\r\nsecond\r\n--b0undary--\r\n")
+    for chunk in (None, 1, 3, 1448, 4096):
+        sink = parse(msg, chunk)
+        assert [sink.leaf(i) for i in range(2)] == [body[:-2], b"second"], chunk
+        assert sink.anomalies == []

@@ -105,3 +105,42 @@ def test_header_helpers_never_raise(raw: bytes, text: str) -> None:
     assert isinstance(charsets.decode(raw, text[:20] or None), str)
     main, params = parse_params(text + "; " + raw.decode("latin-1"))
     assert isinstance(main, str) and all(isinstance(v, str) for v in params.values())
+
+
+class _TolerantOnly(Base64Decoder):
+    """The policy's slow path for every chunk: the reference for the fast path."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> bytes:
+        return self._feed_tolerant(data)
+
+
+B64_TOKENS = [b"QUJD", b"QUI=", b"QQ==", b"Zm9vYmFy", b"=", b"==", b"\r\n", b"\n", b" ", b"\t", b"\v", b"\x00",
+              b"*", b"A", b"AB", b"ABC", b"-", b"_", b"\xe3\x81\x82"]
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(B64_TOKENS), max_size=60).map(b"".join), st.lists(st.integers(0, 400), max_size=8),
+       st.sampled_from(["pybase64_strict", "binascii_strict"]))
+def test_base64_fast_path_equals_the_tolerant_policy(data: bytes, cuts: list[int], accel: str) -> None:
+    from monitor.content import mimecodec
+
+    if accel == "pybase64_strict" and mimecodec.pybase64 is None:
+        accel = "binascii_strict"
+    saved = mimecodec.strict_b64decode
+    mimecodec.strict_b64decode = getattr(mimecodec, accel)
+    try:
+        fast, ref = Base64Decoder(), _TolerantOnly()
+        got, want = b"", b""
+        pos = 0
+        for cut in sorted(set(c % (len(data) + 1) for c in cuts)) + [len(data)]:
+            got += fast.feed(data[pos:cut])
+            want += ref.feed(data[pos:cut])
+            pos = cut
+        got += fast.flush()
+        want += ref.flush()
+    finally:
+        mimecodec.strict_b64decode = saved
+    assert got == want
+    assert (fast.invalid, fast.dangling) == (ref.invalid, ref.dangling)
