@@ -17,7 +17,6 @@ A file that is not a capture at all raises :class:`CaptureError` with a message 
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 import zlib
@@ -107,8 +106,45 @@ def _open(name: str) -> tuple[IO[bytes], IO[bytes]]:
         raw_file.close()
         raise CaptureError(f"{name}: cannot read: {exc.strerror or exc}") from None
     if magic == b"\x1f\x8b":  # gzip, whatever the file is called
-        return raw_file, gzip.GzipFile(fileobj=raw_file, mode="rb")  # type: ignore[return-value]
+        return raw_file, _GzipStream(raw_file)  # type: ignore[return-value]
     return raw_file, raw_file
+
+
+class _GzipStream:
+    """Streaming gunzip that keeps what it decoded when the file is cut short.
+
+    ``gzip.GzipFile.read`` raises EOFError on a truncated member and loses the bytes it had
+    already inflated; a capture copied off a sensor mid-write must still yield its packets.
+    Concatenated members are followed. A corrupt stream ends the data (the reader counts it).
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self._z = zlib.decompressobj(wbits=31)
+        self._out = bytearray()
+        self._eof = False
+
+    def read(self, n: int) -> bytes:
+        while len(self._out) < n and not self._eof:
+            data = self.raw.read(CHUNK)
+            if not data:
+                self._eof = True
+                self._out += self._z.flush()
+                break
+            try:
+                while data:
+                    self._out += self._z.decompress(data)
+                    data = self._z.unused_data if self._z.eof else b""
+                    if self._z.eof:
+                        self._z = zlib.decompressobj(wbits=31)
+            except zlib.error:
+                self._eof = True
+        out = bytes(self._out[:n])
+        del self._out[:n]
+        return out
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def _read_exact(stream: IO[bytes], n: int) -> bytes:
