@@ -123,6 +123,7 @@ class _GzipStream:
         self._z = zlib.decompressobj(wbits=31)
         self._out = bytearray()
         self._eof = False
+        self._started = False
 
     def read(self, n: int) -> bytes:
         while len(self._out) < n and not self._eof:
@@ -137,8 +138,11 @@ class _GzipStream:
                     data = self._z.unused_data if self._z.eof else b""
                     if self._z.eof:
                         self._z = zlib.decompressobj(wbits=31)
-            except zlib.error:
+            except zlib.error as exc:
                 self._eof = True
+                if not self._out and not self._started:
+                    raise OSError(f"not a valid gzip stream ({exc})") from None
+        self._started = True
         out = bytes(self._out[:n])
         del self._out[:n]
         return out
