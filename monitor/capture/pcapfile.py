@@ -131,6 +131,8 @@ class _GzipStream:
             if not data:
                 self._eof = True
                 self._out += self._z.flush()
+                if not self._out and not self._started:
+                    raise OSError("truncated or corrupt gzip stream: nothing could be decompressed")
                 break
             try:
                 while data:
