@@ -21,9 +21,26 @@ from monitor.model import PROTO_NAMES, TO_CLIENT
 _UTC = _dt.UTC
 
 
+_ts_cache: tuple[int, str] = (-1, "")
+
+
 def format_ts(ts: float) -> str:
-    """1700000000.123456 -> '2023-11-14T22:13:20.123456+0000' (Suricata's form)."""
-    return _dt.datetime.fromtimestamp(ts, _UTC).strftime("%Y-%m-%dT%H:%M:%S.%f%z")
+    """1700000000.123456 -> '2023-11-14T22:13:20.123456+0000' (Suricata's form).
+
+    The date-time part is formatted once per second (strftime is the costly part and events
+    of one second share it); the microseconds are appended.
+    """
+    global _ts_cache
+    sec = int(ts // 1)
+    usec = int(round((ts - sec) * 1_000_000))
+    if usec >= 1_000_000:
+        sec += 1
+        usec -= 1_000_000
+    cached_sec, prefix = _ts_cache
+    if cached_sec != sec:
+        prefix = _dt.datetime.fromtimestamp(sec, _UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _ts_cache = (sec, prefix)
+    return f"{prefix}.{usec:06d}+0000"
 
 
 def eve_record(ev: Event, sensor: str | None = None) -> dict[str, Any]:
