@@ -33,29 +33,15 @@ from dataclasses import dataclass, field
 
 from monitor.config import parse_size
 
+try:
+    from textpool import sentence_pool  # run as a script: bench/ is sys.path[0]
+except ImportError:  # imported as bench.gen
+    from bench.textpool import sentence_pool
+
 MSS = 1448
 ETH_SRC = b"\x02\x00\x00\x00\x00\x01"
 ETH_DST = b"\x02\x00\x00\x00\x00\x02"
 
-JA_SENTENCES = [
-    "本日の会議資料を送付いたします。ご確認のほどよろしくお願いいたします。",
-    "来週の打ち合わせは午後二時からに変更となりました。",
-    "見積書の件につきまして、担当者より改めてご連絡いたします。",
-    "新しい製品の試験結果は良好で、予定どおり出荷できる見込みです。",
-    "天気予報によると明日は晴れのち曇り、気温は十五度前後とのことです。",
-    "社内システムの定期保守のため、土曜日の夜間は利用できません。",
-    "研修の申し込みは今月末までに人事部へ提出してください。",
-    "東京駅から徒歩五分の会場で説明会を開催します。",
-]
-EN_SENTENCES = [
-    "Please find attached the minutes of yesterday's meeting.",
-    "The quarterly report shows a modest increase in regional sales.",
-    "Our maintenance window is scheduled for Saturday night.",
-    "The shipment left the warehouse this morning and should arrive on Tuesday.",
-    "Thanks for the quick reply; the updated schedule works for us.",
-    "The library upgrade fixed the memory leak we saw last week.",
-    "Lunch will be provided for all participants of the workshop.",
-]
 LEAK_TEXT = "この文書は保護すべき情報を含みます。"  # matches the shipped example signature (sid 9100001)
 
 
@@ -152,22 +138,40 @@ def udp_frame(src: bytes, dst: bytes, sp: int, dp: int, payload: bytes, ipid: in
     return ETH_DST + ETH_SRC + b"\x08\x00" + ip + udp
 
 
+def _member_info(name: str) -> zipfile.ZipInfo:
+    """A deflated archive member with a fixed time stamp (zipfile would stamp "now": not reproducible)."""
+    info = zipfile.ZipInfo(name, date_time=(2025, 4, 1, 9, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
 class Content:
-    """Pools of realistic payloads, built once per run from the seed."""
+    """Pools of realistic payloads, built once per run from the seed.
+
+    Text comes from bench/textpool.py (templates over a few hundred words per language, with
+    near misses of the shipped markers), so a gigabyte of traffic carries tens of thousands of
+    distinct sentences rather than a few repeated ones. Archives hold text in the encodings
+    Japanese offices actually produce (UTF-8, Shift_JIS/CP932 CSV, EUC-JP, UTF-16 with BOM,
+    JSON with \\u escapes, HTML with numeric character references); "binaries" are executables'
+    shape (code-like random runs, zero padding, integer tables, ASCII and UTF-16LE string
+    tables), so every byte form the marker matcher knows also appears in benign data.
+    """
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
-        self.docx = [self._ooxml(rng, i) for i in range(6)]
-        self.zips = [self._zip(rng, i) for i in range(4)]
-        self.binaries = [rng.randbytes(rng.randint(20_000, 400_000)) for _ in range(6)]
+        self.ja = sentence_pool(rng, 20_000, ja=True)
+        self.en = sentence_pool(rng, 20_000, ja=False)
+        self.docx = [self._ooxml(rng, i) for i in range(32)]
+        self.zips = [self._zip(rng, i) for i in range(32)]
+        self.binaries = [self._binary(rng) for _ in range(16)]
 
     def text(self, n_chars: int, ja: bool | None = None) -> str:
         rng = self.rng
         out: list[str] = []
         size = 0
         while size < n_chars:
-            pool = JA_SENTENCES if (ja if ja is not None else rng.random() < 0.5) else EN_SENTENCES
-            s = rng.choice(pool)
+            pool = self.ja if (ja if ja is not None else rng.random() < 0.5) else self.en
+            s = pool[rng.randrange(len(pool))]
             out.append(s)
             size += len(s)
         return "\n".join(out)
@@ -176,26 +180,70 @@ class Content:
         body = "".join(f"<w:p><w:r><w:t>{s}</w:t></w:r></w:p>" for s in self.text(rng.randint(2000, 20000)).split("\n"))
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
-            z.writestr("word/document.xml", f'<?xml version="1.0" encoding="UTF-8"?><w:document><w:body>{body}</w:body></w:document>')
-            z.writestr("docProps/core.xml", f"<cp:coreProperties><dc:title>doc{i}</dc:title></cp:coreProperties>")
-            z.writestr("word/media/image1.png", b"\x89PNG\r\n\x1a\n" + rng.randbytes(30_000))
+            z.writestr(_member_info("[Content_Types].xml"), '<?xml version="1.0"?><Types/>')
+            z.writestr(_member_info("word/document.xml"),
+                       f'<?xml version="1.0" encoding="UTF-8"?><w:document><w:body>{body}</w:body></w:document>')
+            z.writestr(_member_info("docProps/core.xml"), f"<cp:coreProperties><dc:title>doc{i}</dc:title></cp:coreProperties>")
+            z.writestr(_member_info("word/media/image1.png"), b"\x89PNG\r\n\x1a\n" + rng.randbytes(30_000))
         return buf.getvalue()
+
+    def _member(self, rng: random.Random, i: int, j: int) -> tuple[str, bytes]:
+        """One archive member: Japanese/English text in one of the encodings offices produce."""
+        kind = rng.randrange(7)
+        text = self.text(rng.randint(1000, 30000), ja=None if kind in (0, 6) else True)
+        if kind == 0:
+            return f"data/notes{i}_{j}.txt", text.encode("utf-8")
+        if kind == 1:  # Windows-made CSV and text: Shift_JIS (CP932), CRLF
+            rows = "\r\n".join(f"{n},{s}" for n, s in enumerate(text.split("\n")))
+            return f"data/list{i}_{j}.csv", rows.encode("cp932")
+        if kind == 2:
+            return f"data/old{i}_{j}.txt", text.encode("euc_jp")
+        if kind == 3:
+            return f"data/unicode{i}_{j}.txt", text.encode("utf-16")
+        if kind == 4:  # JSON with ensure_ascii: every kanji a \uXXXX escape
+            return f"data/export{i}_{j}.json", json.dumps({"id": i * 100 + j, "lines": text.split("\n")}).encode()
+        if kind == 5:  # HTML with numeric character references
+            paras = "".join(f"<p>{s}</p>" for s in text.split("\n"))
+            return f"data/page{i}_{j}.html", f"<html><body>{paras}</body></html>".encode("ascii", "xmlcharrefreplace")
+        return f"data/readme{i}_{j}.md", text.encode("utf-8")
 
     def _zip(self, rng: random.Random, i: int) -> bytes:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for j in range(rng.randint(2, 6)):
-                z.writestr(f"data/file{i}_{j}.txt", self.text(rng.randint(1000, 30000)))
-            z.writestr("data/blob.bin", rng.randbytes(50_000))
+                name, data = self._member(rng, i, j)
+                z.writestr(_member_info(name), data)
+            z.writestr(_member_info("data/blob.bin"), rng.randbytes(50_000))
         return buf.getvalue()
+
+    def _binary(self, rng: random.Random) -> bytes:
+        """An executable-shaped blob of 20-400 kB: code-like runs, padding, tables, string tables."""
+        parts: list[bytes] = [b"\x7fELF\x02\x01\x01" + bytes(9)]
+        size, target = 16, rng.randint(20_000, 400_000)
+        while size < target:
+            kind = rng.randrange(5)
+            if kind == 0:
+                part = rng.randbytes(rng.randint(2_000, 40_000))
+            elif kind == 1:
+                part = bytes(rng.choice((16, 64, 512, 4096)))
+            elif kind == 2:
+                part = struct.pack(f"<{(n := rng.randint(64, 2048))}I", *(rng.getrandbits(rng.choice((8, 16, 32))) for _ in range(n)))
+            elif kind == 3:
+                part = b"\0".join(s.encode() for s in rng.sample(self.en, rng.randint(5, 60))) + b"\0"
+            else:  # resource strings, as in Windows executables
+                pool = self.ja if rng.random() < 0.5 else self.en
+                part = b"\0\0".join(s.encode("utf-16-le") for s in rng.sample(pool, rng.randint(5, 60))) + b"\0\0"
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)[:target]
 
 
 class Generator:
-    def __init__(self, seed: int, leaks: bool) -> None:
+    def __init__(self, seed: int, leaks: bool, leak_every: int = 400) -> None:
         self.rng = random.Random(seed)
         self.content = Content(self.rng)
         self.leaks_enabled = leaks
+        self.leak_every = leak_every
         self.leaks: list[dict[str, object]] = []
         self.n = 0
 
@@ -210,8 +258,8 @@ class Generator:
         return TcpConn(cli, srv, cport, sport, self.rng.getrandbits(32), self.rng.getrandbits(32))
 
     def maybe_leak(self, kind: str, conn: TcpConn) -> str:
-        """Every ~400th flow of a kind carries a leak in some encoding; recorded for checks."""
-        if not self.leaks_enabled or self.rng.random() > 1 / 400:
+        """Every ~leak_every-th flow of a kind carries a leak in some encoding; recorded for checks."""
+        if not self.leaks_enabled or self.rng.random() > 1 / self.leak_every:
             return ""
         import ipaddress
 
@@ -321,6 +369,7 @@ class Generator:
         up = rng.random() < 0.5
         ctl.send(True, f"{'STOR' if up else 'RETR'} {name}\r\n".encode())
         ctl.send(False, b"150 opening\r\n")
+        opened = len(ctl.frames)  # the data connection follows the 227 and 150 replies
         data = TcpConn(ctl.cli, ctl.srv, rng.randint(20000, 65000), port, rng.getrandbits(32), rng.getrandbits(32))
         data.handshake()
         payload = rng.choice(self.content.binaries + self.content.zips)
@@ -330,7 +379,7 @@ class Generator:
         ctl.send(True, b"QUIT\r\n")
         ctl.send(False, b"221 bye\r\n")
         ctl.close()
-        return ctl.frames[:12] + data.frames + ctl.frames[12:]
+        return ctl.frames[:opened] + data.frames + ctl.frames[opened:]
 
     def tls(self) -> list[bytes]:
         rng, c = self.rng, self.conn(443)
@@ -430,8 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flows", type=int, default=120_000, help="Concurrent flows (flows profile)")
     ap.add_argument("--seed", type=int, default=20261125)
     ap.add_argument("--no-leaks", action="store_true", help="Benign traffic only (precision check)")
+    ap.add_argument("--leak-every", type=int, default=400,
+                    help="About one upload/mail flow in N carries a leak (small captures: lower it)")
     args = ap.parse_args(argv)
-    gen = Generator(args.seed, leaks=not args.no_leaks and args.profile == "mixed")
+    gen = Generator(args.seed, leaks=not args.no_leaks and args.profile == "mixed", leak_every=max(1, args.leak_every))
     out = PcapWriter(args.out)
     if args.profile == "flows":
         many_flows(gen, args.flows, out)
