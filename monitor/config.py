@@ -500,6 +500,7 @@ def describe(cls: Any = Config, prefix: str = "") -> list[tuple[str, str, str]]:
             rows.append((key, "", f.metadata.get("help", "")))
             rows.extend(describe(tp, key))
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            factory: Any = f.default_factory
+            default = f.default if f.default is not dataclasses.MISSING else factory()
             rows.append((key, repr(default), f.metadata.get("help", "")))
     return rows

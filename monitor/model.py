@@ -6,6 +6,7 @@ computed once per flow, when an event is written.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,8 +111,9 @@ class Flow:
     detect: Any = None
     gaps: int = 0
     alerted: bool = False
-    client_mac: bytes = b""
-    server_mac: bytes = b""
+    # ``builtins.bytes``: inside this class ``bytes`` names the per-direction byte counters above.
+    client_mac: builtins.bytes = b""
+    server_mac: builtins.bytes = b""
     iface: str = ""
     end_reason: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)

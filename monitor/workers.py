@@ -61,7 +61,7 @@ def _worker_sensor(cfg: Config, q: Any, index: int, replay: bool) -> Any:
     sensor = Sensor(cfg, eve_path="", replay=replay)
     sink = _LineSink(q, index, cfg.sensor.name, cfg.outputs.eve.types)
     sensor.pipeline.bus.subscribe("eve-worker", sink)
-    sensor.line_sink = sink
+    sensor.line_sink = sink  # type: ignore[attr-defined]
     return sensor
 
 
