@@ -131,8 +131,9 @@ class _Ring:
             mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
             sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
         if fanout is not None:
-            sock.setsockopt(SOL_PACKET, PACKET_FANOUT,
-                            (fanout & 0xFFFF) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16))
+            # The defrag flag sets bit 31: pack unsigned (a Python int argument must fit a signed int).
+            arg = (fanout & 0xFFFF) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", arg))
         sock.setblocking(False)
 
     def read_stats(self) -> tuple[int, int]:

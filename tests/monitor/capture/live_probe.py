@@ -1,6 +1,6 @@
 """Run inside a network namespace by the live tests: capture with LiveCapture, print JSON.
 
-    python3 live_probe.py IFACE [--bpf EXPR] [--seconds N] [--until-packets N]
+    python3 live_probe.py IFACE [--bpf EXPR] [--seconds N] [--fanout GROUP]
 
 Prints "ready" once the sockets are bound, then one JSON object when done: every decoded
 UDP/TCP packet as [proto, sport, dport, payload_len, vlan] plus kernel_stats.
@@ -31,6 +31,7 @@ def main() -> int:
     ap.add_argument("--block-size", type=int, default=1 << 20)
     ap.add_argument("--blocks", type=int, default=8)
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--fanout", type=int, default=None, help="join this PACKET_FANOUT group (hash mode)")
     args = ap.parse_args()
     stats = Stats()
     cfg = CaptureConfig(bpf=args.bpf, ring_block_size=args.block_size, ring_blocks=args.blocks,
@@ -39,7 +40,7 @@ def main() -> int:
     packets: list[list[object]] = []
     frames = ticks = tcp_bytes = 0
     ifaces: dict[str, int] = {}
-    with LiveCapture(args.iface, cfg, stats) as cap:
+    with LiveCapture(args.iface, cfg, stats, fanout=args.fanout) as cap:
         print("ready", flush=True)
         deadline = time.monotonic() + args.seconds
         last = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,6 +53,17 @@ s.shutdown(socket.SHUT_WR)
 print(s.recv(100).decode())
 """
 
+# One UDP "flow" per source port: 3 datagrams from each of ports 21000..21000+n-1.
+UDP_FLOWS = """
+import socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 21000 + i))
+    for k in range(3):
+        s.sendto(b"f" * (k + 1), (dst, port))
+    s.close()
+"""
 
 # Sends crafted Ethernet frames (hex on argv) out of an interface through a packet socket.
 FRAME_SENDER = """
@@ -111,6 +123,24 @@ def test_kernel_bpf_filter_excludes_other_traffic(lab: Lab) -> None:
     assert res["frames"] == 25  # no ARP, no ICMP unreachable, nothing to port 7777
     assert [(pk[0], pk[2], pk[3]) for pk in res["packets"]] == [(17, 9999, i) for i in range(1, 26)]
     assert res["kernel_stats"][lab.sif] == [25, 0]
+
+
+def test_fanout_group_splits_flows_between_two_sockets(lab: Lab) -> None:
+    """Two captures in one PACKET_FANOUT hash group: every datagram reaches exactly one of them, every
+    flow stays whole on one side, and both get a share (48 flows)."""
+    group = 0x4C00 | (os.getpid() & 0xFF)
+    probes = [_probe(lab, "--bpf", "udp dst port 9998", "--seconds", "15", "--fanout", str(group)) for _ in range(2)]
+    lab.client([sys.executable, "-c", UDP_FLOWS, "10.77.0.2", "9998", "48"])
+    results = [_result(p) for p in probes]
+    sides = [{pk[1] for pk in r["packets"]} for r in results]
+    assert sides[0] and sides[1] and not sides[0] & sides[1]
+    assert sides[0] | sides[1] == set(range(21000, 21048))
+    for r in results:
+        per_port: dict[int, list[int]] = {}
+        for pk in r["packets"]:
+            per_port.setdefault(pk[1], []).append(pk[3])
+        assert all(sizes == [1, 2, 3] for sizes in per_port.values())
+        assert r["kernel_stats"][lab.sif][1] == 0
 
 
 def test_stripped_vlan_tag_is_put_back(lab: Lab) -> None:

@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""Live capture rate: the highest replay rate a live sensor takes without losing a packet.
+
+A veth pair joins two network namespaces (pcaps/lab.py). ``tcpreplay`` pushes a benchmark
+capture from one namespace; ``leakmon run -i <peer veth> --workers N`` listens in the other.
+Each probe sends for a few seconds at a fixed rate (``--loop 0 --unique-ip`` so that looping
+makes new flows, not retransmissions), waits until the sensor has drained its ring, stops it
+with SIGINT and reads the final EVE ``stats`` record. A binary search over the rate finds the
+highest rate with no loss anywhere:
+
+* ``capture.kernel_drops`` -- frames the kernel could not put into the TPACKET_V3 ring;
+* veth/backlog drops -- frames lost before they reach the packet socket (``ip -s link``);
+* delivery -- ``capture.kernel_packets`` must be at least what tcpreplay sent;
+* internal loss -- the sensor's own signs of missing bytes (``stream.gap``) and full queues.
+
+    python3 bench/live_rate.py                                   # m200 capture, 1 and 2 workers, 3 repeats
+    python3 bench/live_rate.py --capture bench/data/m50.pcap --workers 2 --repeat 1 --seconds 4
+    python3 bench/live_rate.py --rates 100 300 600               # fixed probes, no search
+
+The ring is shrunk to ``--ring-mib`` (8 MiB in 256 KiB blocks by default; the shipped default is
+64 x 4 MiB) so that a probe of a few seconds measures the sustained rate, not the ring's burst
+absorption: a probe is only clean when the sensor keeps up for its whole length minus at most
+one ring of backlog. Small blocks matter as much as the total: TPACKET_V3 retires a block after
+``ring_block_timeout`` (100 ms) even when it is nearly empty, so at tens of Mbps a 4 MiB block
+holds only ~100 ms of traffic and a ring of 2 such blocks overflows on any 200 ms pause.
+
+Offloads: tcpreplay injects the capture's own frames (<= 1514 bytes) through a packet socket,
+so TSO/GSO never apply, and veth runs GRO only with NAPI (XDP or ``ethtool -K gro on``), which
+is left off: the sensor sees exactly the frames of the capture. Needs root, iproute2, tcpreplay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pcaps.lab import Lab, available  # noqa: E402
+
+BENCH_CONFIG = ROOT / "bench" / "bench.yaml"
+DEFAULT_CAPTURE = ROOT / "bench" / "data" / "m200.pcap"
+# Counters whose growth means the sensor itself lost or skipped data.
+INTERNAL_LOSS = ("stream.gap", "stream.gap_forced", "stream.memcap", "memcap.hit",
+                 "incidents.queue_full", "evidence.queue_full", "notify.dropped")
+
+
+# ----------------------------------------------------------------------------- shared helpers
+# (bench/latency.py uses these too)
+
+def write_config(tmp: Path, *, ring_mib: int | None = None, block_kib: int = 256,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """bench/bench.yaml with every path made absolute and pointed into ``tmp``."""
+    doc = yaml.safe_load(BENCH_CONFIG.read_text())
+    doc["signatures"] = [str((BENCH_CONFIG.parent / p).resolve()) for p in doc.get("signatures", [])]
+    doc.setdefault("outputs", {}).setdefault("eve", {})["path"] = str(tmp / "eve.json")
+    doc.setdefault("incidents", {})["db"] = str(tmp / "incidents.db")
+    doc.setdefault("audit", {})["path"] = str(tmp / "audit.jsonl")
+    doc.setdefault("coverage", {})["path"] = str(tmp / "coverage.jsonl")
+    if ring_mib:
+        doc.setdefault("capture", {}).update({"ring_block_size": f"{block_kib} KiB",
+                                              "ring_blocks": max(2, ring_mib * 1024 // block_kib)})
+    for section, values in (extra or {}).items():
+        if isinstance(values, dict):
+            doc.setdefault(section, {}).update(values)
+        else:
+            doc[section] = values
+    path = tmp / "leakmon.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    return path
+
+
+def stat_total(snapshot: dict[str, Any], dotted: str) -> float:
+    """Sum of a counter/gauge in a stats snapshot over its label sets (``name[iface=x]`` leaves)."""
+    *parents, leaf = dotted.split(".")
+    node: Any = snapshot
+    for p in parents:
+        node = node.get(p) if isinstance(node, dict) else None
+        if node is None:
+            return 0
+    if not isinstance(node, dict):
+        return 0
+    total = 0.0
+    for key, value in node.items():
+        if key == leaf or key.startswith(leaf + "["):
+            if isinstance(value, dict):
+                value = value.get("_value", 0)
+            total += float(value)
+    return total
+
+
+def final_stats(eve: Path) -> dict[str, Any]:
+    """The last ``stats`` record of an EVE file."""
+    last: dict[str, Any] = {}
+    with open(eve, encoding="utf-8") as fh:
+        for line in fh:
+            if '"event_type":"stats"' in line.replace(" ", ""):
+                last = json.loads(line)["stats"]
+    return last
+
+
+def ifindex(ns: str, iface: str) -> int:
+    out = subprocess.run(["ip", "-n", ns, "-j", "link", "show", iface], capture_output=True, text=True, check=True)
+    return int(json.loads(out.stdout)[0]["ifindex"])
+
+
+def link_drops(ns: str, iface: str) -> int:
+    """rx+tx dropped of one veth end (veth counts frames its peer's backlog refused)."""
+    out = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", iface], capture_output=True, text=True,
+                         check=True)
+    s = json.loads(out.stdout)[0]["stats64"]
+    return int(s["rx"]["dropped"]) + int(s["tx"]["dropped"])
+
+
+def backlog_drops() -> int:
+    """Host-wide per-CPU backlog drops (/proc/net/softnet_stat, 2nd column); other traffic counts too."""
+    total = 0
+    with open("/proc/net/softnet_stat") as fh:
+        for line in fh:
+            total += int(line.split()[1], 16)
+    return total
+
+
+@dataclass
+class LiveSensor:
+    """``leakmon run`` in a namespace, started and stopped like an operator would."""
+
+    ns: str
+    iface: str
+    config: Path
+    eve: Path
+    workers: int = 1
+    metrics_addr: str = ""
+    log: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    startup_s: float = 0.0
+
+    def start(self, timeout: float = 120.0) -> LiveSensor:
+        argv = ["ip", "netns", "exec", self.ns, sys.executable, "-m", "monitor", "run", "-i", self.iface,
+                "-c", str(self.config), "--workers", str(self.workers), "--eve-log", str(self.eve)]
+        if self.metrics_addr:
+            argv += ["--metrics-addr", self.metrics_addr]
+        out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as proc
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        try:
+            self.wait_sockets(ifindex(self.ns, self.iface), timeout)
+        except BaseException:
+            self.kill()  # a half-started sensor (one worker dead) must not outlive the probe
+            raise
+        self.startup_s = time.monotonic() - t0
+        return self
+
+    def wait_sockets(self, index: int, timeout: float) -> None:
+        """Until every worker has a packet socket bound to the interface (so fanout covers all flows)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-1500:] if self.log else ""
+                raise RuntimeError(f"leakmon exited with {self.proc.returncode} during start: {tail}")
+            if packet_sockets(self.proc.pid, index) >= self.workers:
+                time.sleep(0.3)  # the fanout join follows bind() by a few system calls
+                return
+            time.sleep(0.1)
+        raise TimeoutError("leakmon did not open its capture sockets")
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return sum(_cpu_of(pid) for pid in _tree(self.proc.pid))
+
+    def runqueue_wait(self) -> float:
+        """Seconds the sensor's threads were runnable but waiting for a CPU (scheduler contention)."""
+        assert self.proc is not None
+        total = 0
+        for pid in _tree(self.proc.pid):
+            with contextlib.suppress(OSError):
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
+                        total += int(fh.read().split()[1])
+        return total / 1e9
+
+    def wait_idle(self, quiet: float = 0.6, timeout: float = 300.0) -> float:
+        """Until the sensor's CPU time stops growing (its ring is drained); returns seconds waited."""
+        t0 = time.monotonic()
+        last = self.cpu_seconds()
+        still = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            time.sleep(0.2)
+            now = self.cpu_seconds()
+            if now - last > 0.02:
+                last, still = now, time.monotonic()
+            elif time.monotonic() - still >= quiet:
+                break
+        return time.monotonic() - t0
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        for pid in _tree(self.proc.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 120.0) -> int:
+        """SIGINT; with workers also SIGTERM to each worker, as the parent is meant to do.
+
+        monitor/workers.py:_collect only looks at its stop flag when the queue stays empty for
+        0.5 s, which never happens while two live workers send stats every 0.5 s: without the
+        direct SIGTERM the sensor does not stop. A hung sensor is killed with all its processes.
+        """
+        assert self.proc is not None
+        tree = _tree(self.proc.pid)
+        self.proc.send_signal(signal.SIGINT)
+        if self.workers > 1:
+            time.sleep(0.3)
+            for pid in tree[1:]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -9
+
+
+def packet_sockets(pid: int, index: int) -> int:
+    """Packet sockets bound to ``index`` in the network namespace of ``pid``."""
+    try:
+        with open(f"/proc/{pid}/net/packet") as fh:
+            rows = fh.read().splitlines()[1:]
+    except OSError:
+        return 0
+    # sk RefCnt Type Proto Iface R Rmem User Inode
+    return sum(1 for r in rows if len(r.split()) > 4 and int(r.split()[4]) == index)
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+    return out
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------------------- the probe
+
+@dataclass
+class Probe:
+    workers: int
+    requested_mbps: float  # 0 = topspeed
+    sent_packets: int = 0
+    sent_bytes: int = 0
+    send_seconds: float = 0.0
+    achieved_mbps: float = 0.0
+    kernel_packets: int = 0
+    kernel_drops: int = 0
+    veth_drops: int = 0
+    backlog_drops: int = 0
+    internal_loss: dict[str, float] = field(default_factory=dict)
+    sensor_packets: int = 0
+    drain_s: float = 0.0
+    sensor_cpu_s: float = 0.0  # sensor CPU seconds (all processes) from the first frame sent to drained
+    sender_cpu_s: float = 0.0  # tcpreplay's CPU seconds (pacing included)
+    sensor_runq_wait_s: float = 0.0  # sensor runnable but not running (the machine is shared)
+    exit_code: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return (self.exit_code == 0 and self.kernel_drops == 0 and self.veth_drops == 0
+                and self.kernel_packets >= self.sent_packets and not any(self.internal_loss.values()))
+
+
+_ACTUAL = re.compile(r"Actual: (\d+) packets \((\d+) bytes\) sent in ([\d.]+) seconds")
+
+
+def probe(lab: Lab, capture: Path, workers: int, mbps: float, seconds: float, ring_mib: int,
+          block_kib: int = 256) -> Probe:
+    res = Probe(workers, mbps)
+    with tempfile.TemporaryDirectory(prefix="lm-lrate-") as td:
+        tmp = Path(td)
+        cfg = write_config(tmp, ring_mib=ring_mib, block_kib=block_kib)
+        sensor = LiveSensor(lab.sns, lab.sif, cfg, tmp / "eve.json", workers, log=tmp / "leakmon.log")
+        try:
+            sensor.start()
+        except RuntimeError as exc:  # seen once with 2 workers; say why, then try once more
+            print(f"  sensor failed to start, retrying: {exc}", flush=True)
+            sensor.start()
+        veth0 = link_drops(lab.cns, lab.cif) + link_drops(lab.sns, lab.sif)
+        backlog0 = backlog_drops()
+        # nanosleep pacing: the default timer spins and takes a whole core from the sensor.
+        rate = ["--topspeed"] if mbps <= 0 else ["--mbps", f"{mbps:.1f}", "--timer=nano"]
+        argv = ["ip", "netns", "exec", lab.cns, "tcpreplay", "-i", lab.cif, "-K", "--no-flow-stats",
+                "--loop", "0", "--unique-ip", "--duration", str(int(seconds)), *rate, str(capture)]
+        try:
+            cpu0, wait0 = sensor.cpu_seconds(), sensor.runqueue_wait()
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            res.sender_cpu_s = ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime
+            m = _ACTUAL.search(out.stdout)
+            if m is None:
+                raise RuntimeError(f"tcpreplay: {out.stdout[-400:]} {out.stderr[-400:]}")
+            res.sent_packets, res.sent_bytes, res.send_seconds = int(m[1]), int(m[2]), float(m[3])
+            res.achieved_mbps = res.sent_bytes * 8 / max(res.send_seconds, 1e-9) / 1e6
+            res.drain_s = sensor.wait_idle()
+            res.sensor_cpu_s = sensor.cpu_seconds() - cpu0
+            res.sensor_runq_wait_s = sensor.runqueue_wait() - wait0
+        finally:
+            res.exit_code = sensor.stop()
+        res.veth_drops = link_drops(lab.cns, lab.cif) + link_drops(lab.sns, lab.sif) - veth0
+        res.backlog_drops = backlog_drops() - backlog0
+        st = final_stats(tmp / "eve.json")
+        res.kernel_packets = int(stat_total(st, "capture.kernel_packets"))
+        res.kernel_drops = int(stat_total(st, "capture.kernel_drops"))
+        res.sensor_packets = int(stat_total(st, "capture.packets"))
+        res.internal_loss = {k: stat_total(st, k) for k in INTERNAL_LOSS if stat_total(st, k)}
+    return res
+
+
+def show(p: Probe) -> None:
+    req = "topspeed" if p.requested_mbps <= 0 else f"{p.requested_mbps:7.1f} Mbps"
+    print(f"  workers={p.workers} {req:>12}: sent {p.sent_packets} pkts at {p.achieved_mbps:7.1f} Mbps; "
+          f"socket saw {p.kernel_packets}, kernel drops {p.kernel_drops}, veth drops {p.veth_drops}, "
+          f"internal {p.internal_loss or 0}, drain {p.drain_s:.1f}s; cpu sensor {p.sensor_cpu_s:.1f}s "
+          f"(runqueue wait {p.sensor_runq_wait_s:.1f}s) "
+          f"sender {p.sender_cpu_s:.1f}s over {p.send_seconds:.1f}s -> {'CLEAN' if p.clean else 'LOSS'}",
+          flush=True)
+
+
+def search(lab: Lab, capture: Path, workers: int, seconds: float, ring_mib: int, tolerance: float,
+           log: list[Probe]) -> float:
+    """Highest achieved rate (Mbps) of a clean probe; bounded above by the sender's top speed."""
+    top = probe(lab, capture, workers, 0, seconds, ring_mib)
+    log.append(top)
+    show(top)
+    if top.clean:
+        return top.achieved_mbps  # sender-bound: the sensor kept up with everything tcpreplay could send
+    lo, hi = 0.0, top.achieved_mbps
+    while hi - lo > max(tolerance * hi, 20.0):
+        mid = (lo + hi) / 2
+        p = probe(lab, capture, workers, mid, seconds, ring_mib)
+        log.append(p)
+        show(p)
+        if p.clean:
+            lo = max(lo, min(mid, p.achieved_mbps))
+        else:
+            hi = mid
+    return lo
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--capture", default=str(DEFAULT_CAPTURE))
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--seconds", type=float, default=10.0, help="Length of one probe")
+    ap.add_argument("--ring-mib", type=int, default=8, help="Ring per capture socket (0: the shipped default)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tolerance", type=float, default=0.08, help="Stop the search at this relative width")
+    ap.add_argument("--rates", type=float, nargs="*", default=[], help="Probe these Mbps instead of searching")
+    ap.add_argument("--json", default="", help="Write every probe and result here")
+    args = ap.parse_args()
+    if not available():
+        print("live_rate: needs root, iproute2 and tcpdump (network namespaces)", file=sys.stderr)
+        return 2
+    capture = Path(args.capture)
+    if not capture.exists():
+        print(f"live_rate: {capture} missing: python3 bench/gen.py mixed --size 200MiB -o {capture}", file=sys.stderr)
+        return 2
+    probes: list[Probe] = []
+    results: dict[int, list[float]] = {w: [] for w in args.workers}
+    with Lab("lrate") as lab:
+        for rep in range(args.repeat):
+            for w in args.workers:
+                print(f"repeat {rep + 1}/{args.repeat}, {w} worker(s):", flush=True)
+                if args.rates:
+                    for r in args.rates:
+                        p = probe(lab, capture, w, r, args.seconds, args.ring_mib)
+                        probes.append(p)
+                        show(p)
+                    continue
+                best = search(lab, capture, w, args.seconds, args.ring_mib, args.tolerance, probes)
+                results[w].append(best)
+                print(f"  -> highest loss-free rate: {best:.0f} Mbps", flush=True)
+    summary = {w: {"runs_mbps": [round(x, 1) for x in v], "min_mbps": round(min(v), 1),
+                   "median_mbps": round(statistics.median(v), 1)} for w, v in results.items() if v}
+    for w, s in summary.items():
+        print(f"{w} worker(s): loss-free up to min {s['min_mbps']} / median {s['median_mbps']} Mbps "
+              f"(runs {s['runs_mbps']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"capture": str(capture), "seconds": args.seconds,
+                                               "ring_mib": args.ring_mib, "summary": summary,
+                                               "probes": [asdict(p) | {"clean": p.clean} for p in probes]},
+                                              indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
