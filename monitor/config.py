@@ -119,9 +119,11 @@ class CaptureConfig:
     snaplen: int = opt(65535, "Largest frame captured (GRO/veth frames reach 64 KiB)", minimum=64)
     promiscuous: bool = opt(True, "Put interfaces in promiscuous mode")
     bpf: str = opt("", "BPF filter attached in the kernel (live) or applied on replay")
-    ring_block_size: int = size("4 MiB", "TPACKET_V3 block size")
-    ring_blocks: int = opt(64, "TPACKET_V3 number of blocks", minimum=2)
-    ring_block_timeout: float = duration("100ms", "TPACKET_V3 block retire timeout")
+    # 256 x 1 MiB: the same 256 MiB of ring as 64 x 4 MiB, but a 10 ms retire timeout keeps the
+    # packet-to-alert p99 well under 100 ms (measured: p99 22-27 ms vs 101-130 ms at 100 ms).
+    ring_block_size: int = size("1 MiB", "TPACKET_V3 block size")
+    ring_blocks: int = opt(256, "TPACKET_V3 number of blocks", minimum=2)
+    ring_block_timeout: float = duration("10ms", "TPACKET_V3 block retire timeout (bounds capture latency)")
     fanout_group: int = opt(0, "PACKET_FANOUT group id for --workers (0 = derive from pid)", minimum=0)
 
 

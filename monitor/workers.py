@@ -13,6 +13,7 @@ final (replay) or periodic (live) ``stats`` record and the metrics exporter read
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -58,6 +59,9 @@ class _LineSink:
 def _worker_sensor(cfg: Config, q: Any, index: int, replay: bool) -> Any:
     from monitor.runner import Sensor
 
+    # One exporter for the whole sensor, in the parent, over the merged counters.
+    cfg = dataclasses.replace(cfg, metrics=dataclasses.replace(cfg.metrics, addr=""))
+
     sensor = Sensor(cfg, eve_path="", replay=replay)
     sink = _LineSink(q, index, cfg.sensor.name, cfg.outputs.eve.types)
     sensor.pipeline.bus.subscribe("eve-worker", sink)
@@ -91,24 +95,40 @@ def _replay_worker(cfg: Config, files: list[str], index: int, n: int, q: Any) ->
         q.put(("done", index))
 
 
+def _count_alerts(exporter: Any, lines: str) -> None:
+    """Feed the parent's metrics exporter the alerts of a batch of worker EVE lines."""
+    import json
+
+    for line in lines.splitlines():
+        if '"event_type":"alert"' in line:
+            rec = json.loads(line)
+            exporter(Event("alert", time.time(), {k: rec[k] for k in ("alert", "leakmon") if k in rec}))
+
+
 def _collect(q: Any, procs: list[Any], writer: EveWriter | None, merged: Stats,
-             per_worker: dict[int, tuple[Counter[Any], dict[Any, float]]], stop: Any = None) -> None:
+             per_worker: dict[int, tuple[Counter[Any], dict[Any, float]]], stop: Any = None,
+             exporter: Any = None) -> None:
     done = 0
     while done < len(procs):
+        # The stop flag is checked on every turn: live workers send stats twice a second, so
+        # waiting for a quiet queue would ignore SIGINT/SIGTERM.
+        if stop is not None and stop():
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGTERM)
+            stop = None
         try:
             msg = q.get(timeout=0.5)
         except queue.Empty:
-            if any(p.exitcode not in (None, 0) for p in procs) and all(p.exitcode is not None for p in procs):
-                break
-            if stop is not None and stop():
-                for p in procs:
-                    if p.is_alive():
-                        os.kill(p.pid, signal.SIGTERM)
-                stop = None
+            if all(p.exitcode is not None for p in procs):
+                break  # every worker is gone (some may have died without saying "done")
             continue
         kind = msg[0]
         if kind == "eve" and writer is not None:
             writer.write_line(msg[1])
+            writer.flush()  # a batch ends at an alert or 256 lines: alerts reach the file at once
+            if exporter is not None and '"event_type":"alert"' in msg[1]:
+                _count_alerts(exporter, msg[1])
         elif kind == "stats":
             _, index, counters, gauges, _final = msg
             per_worker[index] = (Counter(counters), gauges)
@@ -157,6 +177,14 @@ def replay_sharded(cfg: Config, args: argparse.Namespace) -> int:
           f"{n} workers)", file=sys.stderr)
     failed = [p.exitcode for p in procs if p.exitcode]
     return 1 if failed else 0
+
+
+def _parent_exporter(cfg: Config, merged: Stats) -> Any:
+    if not cfg.metrics.addr:
+        return None
+    from alerts.metrics import MetricsExporter
+
+    return MetricsExporter(cfg, merged, {"mode": "live", "capture_running": True}).start()
 
 
 def _live_worker(cfg: Config, ifaces: list[str], index: int, group: int, q: Any) -> None:
@@ -211,12 +239,19 @@ def live_sharded(cfg: Config, args: argparse.Namespace) -> int:
         p.start()
     merged = Stats()
     per_worker: dict[int, tuple[Counter[Any], dict[Any, float]]] = {}
+    exporter = _parent_exporter(cfg, merged)
     t0 = time.monotonic()
-    _collect(q, procs, writer, merged, per_worker, stop=lambda: stopping["flag"])
-    for p in procs:
-        p.join(timeout=30)
+    try:
+        _collect(q, procs, writer, merged, per_worker, stop=lambda: stopping["flag"], exporter=exporter)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        if exporter is not None:
+            exporter.close()
     if writer is not None:
         writer(Event("stats", time.time(), {"stats": {**merged.snapshot(), "uptime": round(time.monotonic() - t0, 3),
                                                       "workers": n}}))
         writer.close()
-    return 0
+    return 1 if any(p.exitcode for p in procs) else 0
