@@ -533,13 +533,27 @@ def split_addr(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class _NoLookupServer(ThreadingHTTPServer):
+    """HTTPServer.server_bind resolves the bound address to a name (getfqdn): a DNS query at
+    start-up that can stall the sensor when DNS is slow and sends traffic nobody asked for.
+    Bind plainly and use the numeric address as the server name."""
+
+    def server_bind(self) -> None:
+        import socketserver
+
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+
 def _server_class(host: str) -> type[ThreadingHTTPServer]:
     import socket
 
     if ":" not in host:
-        return ThreadingHTTPServer
+        return _NoLookupServer
 
-    class V6(ThreadingHTTPServer):
+    class V6(_NoLookupServer):
         address_family = socket.AF_INET6
 
     return V6

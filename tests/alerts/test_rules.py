@@ -139,7 +139,7 @@ def test_real_prometheus_fires_leak_alert_from_exporter(tmp_path: Path):
             assert alert["labels"]["category"] == "protected-data-leak"
             assert alert["labels"]["severity"] == "critical" and alert["labels"]["signature_severity"] == "1"
             assert alert["annotations"]["summary"].startswith("Protected data leaving the protected network (sid 9100001)")
-            assert "保護すべき情報の外部送信を検知" in alert["annotations"]["summary_ja"]
+            assert "保護対象データの外部送信を検知" in alert["annotations"]["summary_ja"]
             assert all(a["labels"]["sid"] != "9999901" for a in prom.firing("LeakmonLeakDetected"))
     finally:
         x.close()
