@@ -11,6 +11,7 @@ repeating protected content into the alert stream.
 
 from __future__ import annotations
 
+import binascii
 from typing import Any
 
 from detectors.policy import Finding, Verdict
@@ -20,6 +21,9 @@ from monitor.events import Event
 MARKER_MASK = "■"
 TEXT_MASK = "○"
 _BYTES_PER_CHAR = 4
+_ESC = 0x1B
+_JIS_IN = b"\x1b$B"  # into JIS X 0208
+_JIS_OUT = b"\x1b(B"  # back to ASCII
 _APP_KEYS = ("http", "smtp", "email", "ftp", "ftp_data", "tls", "dns")
 
 
@@ -48,11 +52,46 @@ def redacted_context(buf: bytes, start: int, end: int, variant: str, marker_char
         return MARKER_MASK * marker_chars
     span = context_chars * _BYTES_PER_CHAR
     lo = max(0, start - span)
-    if codec.startswith("utf-16") and (start - lo) % 2:
-        lo += 1
-    before = buf[lo:start].decode(codec, errors="replace")[-context_chars:]
-    after = buf[end:end + span].decode(codec, errors="replace")[:context_chars]
-    return mask_text(before) + MARKER_MASK * marker_chars + mask_text(after)
+    family = variant.split("/", 2)
+    if family[0] == "iso-2022-jp" or family[:2] == ["qp", "iso-2022-jp"]:
+        before_raw, after_raw = buf[lo:start], buf[end:end + span]
+        if family[0] == "qp":
+            # QP of JIS text keeps the JIS bytes (printable ASCII) as they are: decode the QP first.
+            before_raw = binascii.a2b_qp(before_raw)
+            after_raw = binascii.a2b_qp(after_raw)
+        before, after = _jis_before(before_raw), _jis_after(after_raw)
+    else:
+        if codec.startswith("utf-16") and (start - lo) % 2:
+            lo += 1
+        before = buf[lo:start].decode(codec, errors="replace")
+        after = buf[end:end + span].decode(codec, errors="replace")
+    return mask_text(before[-context_chars:]) + MARKER_MASK * marker_chars + mask_text(after[:context_chars])
+
+
+def _jis_before(raw: bytes) -> str:
+    """Text before an ISO-2022-JP match. The match is JIS X 0208 (or starts with its ESC $ B),
+    so the bytes just before it are two-byte JIS unless an escape sequence in between says
+    otherwise; decoded as ASCII they would show the neighbouring kanji as punctuation-looking
+    byte pairs. Where the mode is unknown they are read as JIS: ASCII misread as JIS becomes
+    kanji or nothing, which is masked either way."""
+    esc = raw.find(b"\x1b")
+    if esc < 0:
+        head, rest = raw, b""
+    else:
+        head, rest = raw[:esc], raw[esc:]
+        if rest.startswith(b"\x1b$"):
+            # The first escape switches *into* JIS: what precedes it was single-byte.
+            return head.decode("ascii", errors="replace") + rest.decode("iso2022_jp", errors="replace")
+    if len(head) % 2:
+        head = head[1:]  # pairs are counted back from the escape (or from the match)
+    return (_JIS_IN + head + _JIS_OUT + rest).decode("iso2022_jp", errors="replace")
+
+
+def _jis_after(raw: bytes) -> str:
+    """Text after an ISO-2022-JP match: still JIS X 0208 until an escape sequence."""
+    if len(raw) % 2 and b"\x1b" not in raw:
+        raw = raw[:-1]
+    return (_JIS_IN + raw).decode("iso2022_jp", errors="replace")
 
 
 def build_event(v: Verdict, f: Finding, signatures_version: str) -> Event:

@@ -75,13 +75,15 @@ class HashSet:
         with open(path, encoding="utf-8", errors="strict") as fh:
             for lineno, line in enumerate(fh, 1):
                 line = line.strip()
-                if not line or line.startswith("#"):
+                if not line or line[0] == "#":
                     continue
                 digest, _, name = line.partition(" ")
-                digest = digest.lower()
-                if not is_sha256(digest):
+                try:
+                    key = bytes.fromhex(digest)
+                except ValueError:
+                    key = b""
+                if len(key) != 32 or len(digest) != 64:  # 64 hex digits, no whitespace inside
                     raise HashListError(lineno, f"not a SHA-256 hex digest: {digest[:80]!r}")
-                key = bytes.fromhex(digest)
                 if key not in self._by_digest:
                     self._by_digest[key] = HashEntry(sid, name.strip())
                     added += 1

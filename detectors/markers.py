@@ -1,19 +1,40 @@
-"""Marker rules compiled once into two multi-pattern matchers ("views").
+"""Marker rules compiled once into one multi-pattern matcher, read through two "views".
 
-* ``main``: every variant of every literal marker except base64 and quoted-printable, plus
-  the regex markers; it scans the bytes as they are.
-* ``flat``: the base64 and quoted-printable variants. It scans the same bytes, but once a
-  buffer (or, in stream mode, a stream) shows MIME-style line structure -- a QP soft line
-  break (``=`` LF) or a line break followed by 40 base64 characters -- it scans them with QP
-  soft line breaks and then every CR and LF removed, so a base64 or QP run broken by line
-  breaks is still one run. The check costs a ``memchr``-speed search; the copy (about
-  250-400 MB/s) is paid only where such lines exist. Keeping these variants in their own view
-  means an unbroken run is counted once, not twice.
+* ``raw``: every variant of every marker -- literals in every encoding and escape, regexes,
+  and the base64 and quoted-printable variants -- plus the matcher's *line probe*
+  (detectors/matcher.py). It scans the bytes as they are: one Hyperscan scan per segment.
+* ``flat``: the same matcher, reporting only the base64 and quoted-printable variants. A MIME encoder cuts base64 and QP
+  into lines (QP with ``=`` CRLF soft line breaks, which split most Japanese markers), so
+  where a buffer or segment holds such lines it is scanned again with soft line breaks and
+  then every CR and LF removed, so a run broken by line breaks is still one run. The copy
+  and the second scan are paid only for those buffers and segments.
+
+When to flatten. Block mode (decoded buffers): when the raw scan's line probe says the buffer
+has MIME-style lines. Stream mode: a *flat run* opens at the segment where the probe says
+such lines start (with Hyperscan: the first base64 line of a block, the first soft-broken QP
+line after a hard break -- one callback per MIME body, not one per line) and the line the
+previous segment ended in joins it; it stays open while each segment still shows lines
+(:func:`lines_continue`, which inside base64 returns at the first line break) and closes at
+the first segment of at least :data:`FLAT_COVER_MIN` bytes without any (a short segment inside
+a MIME body need not hold a whole line). The flat stream restarts with each run, so no match
+is made of bytes that are not adjacent. Segments without line structure, the common case,
+cost one Hyperscan scan and nothing else.
+
+Counting each occurrence once: where the flat view covers bytes (a whole block buffer, or the
+segments of a flat run), hits of base64/QP patterns in the raw view that lie inside the
+covered bytes are dropped -- an unbroken run is found by both views, and the flat one has it.
+A run that starts before the covered bytes is still the raw view's.
 
 Identical byte patterns from different variants or rules share one matcher pattern; each
 pattern id maps to its owners. Base64 owners carry the bytes allowed just before and after
 their run (see detectors/variants.py) and a hit counts only when its neighbours fit; in stream
-mode a hit at the very end of a chunk waits for the next chunk's first byte.
+mode a hit at the very end of a segment waits for the next segment's first byte.
+
+History for the redacted context and for the base64 lead check: a stream keeps references to
+its last segments (no copy for segments of at least :data:`CONTEXT_HISTORY` bytes; a segment
+over :data:`MAX_HISTORY_REF` bytes leaves only its last :data:`CONTEXT_HISTORY` bytes; smaller
+ones are joined until that much is kept), and joins them with the segment only when it has a
+hit.
 """
 
 from __future__ import annotations
@@ -22,15 +43,17 @@ import re
 from dataclasses import dataclass, field
 
 from detectors import matcher as m
+from detectors.matcher import LINE_PROBE, has_line_structure
 from detectors.signatures import Rule, regex_bytes
 from detectors.variants import is_base64_variant, is_qp_variant, literal_variants
 
-_LINE_BREAKS = b"\r\n"
-# A line break followed by a run of base64 characters: MIME (or PEM, or wrapped JSON) base64.
-_BASE64_LINE = re.compile(rb"\n[A-Za-z0-9+/]{40}")
-# A QP soft line break after an =XX escape on the same line (a bare "=\n" occurs in binary data).
-_QP_SOFT_BREAK = re.compile(rb"=[0-9A-Fa-f]{2}[\x20-\x7e]{0,74}=\r?\n")
+__all__ = ["CONTEXT_HISTORY", "Hit", "MarkerSet", "MarkerStreams", "Owner", "flatten", "has_line_structure"]
+
 CONTEXT_HISTORY = 512
+_BASE64_LINE = re.compile(rb"\n[A-Za-z0-9+/]{40}")
+MAX_HISTORY_REF = 8192
+FLAT_COVER_MIN = 160  # a MIME base64/QP segment this long always holds a complete line
+_NO_HITS: list[Hit] = []  # returned (never mutated) when a segment has no hit
 
 
 @dataclass(frozen=True)
@@ -40,6 +63,7 @@ class Owner:
     length_chars: int  # characters of the marker (for redacted context); 0 for regexes
     lead: frozenset[int] | None = None
     trail: frozenset[int] | None = None
+    flat: bool = False  # a base64/QP variant (also scanned in the flat view)
 
 
 @dataclass
@@ -62,6 +86,8 @@ class Hit:
     buf_base: int  # ... and the offset of buf[0] in the match's coordinates
 
 
+# A base64 hit at the end of the data, waiting for the next byte: (owner, start, end, buf, base).
+_Deferred = tuple[Owner, int, int, bytes, int]
 _Table = dict[tuple[bytes, bool, bool], tuple[int, list[Owner]]]
 
 
@@ -70,61 +96,73 @@ class MarkerSet:
 
     def __init__(self, rules: list[Rule], engine: str = "auto") -> None:
         self.engine = m.resolve_engine(engine)
-        main: _Table = {}
-        flat: _Table = {}
-        self.pattern_count = 0
+        table: _Table = {}
 
-        def add(table: _Table, data: bytes, nocase: bool, regex: bool, owner: Owner) -> None:
+        def add(data: bytes, nocase: bool, regex: bool, owner: Owner) -> None:
             key = (data.lower() if nocase else data, nocase, regex)
             if key in table:
                 table[key][1].append(owner)
             else:
                 table[key] = (len(table), [owner])
 
+        has_flat = False
         for rule in rules:
             if rule.literal is not None:
                 chars = len(rule.literal)
                 for v in literal_variants(rule.literal, rule.nocase):
                     if is_base64_variant(v.name):
-                        add(flat, v.data, False, False, Owner(rule, v.name, chars, v.lead, v.trail))
+                        add(v.data, False, False, Owner(rule, v.name, chars, v.lead, v.trail, flat=True))
+                        has_flat = True
                     elif is_qp_variant(v.name):
-                        add(flat, v.data, rule.nocase, False, Owner(rule, v.name, chars))
+                        add(v.data, rule.nocase, False, Owner(rule, v.name, chars, flat=True))
+                        has_flat = True
                     else:
-                        add(main, v.data, rule.nocase, False, Owner(rule, v.name, chars))
+                        add(v.data, rule.nocase, False, Owner(rule, v.name, chars))
             elif rule.regex is not None:
-                add(main, regex_bytes(rule.regex), rule.nocase, True, Owner(rule, "regex", 0))
-        self.main = self._view("main", main)
-        self.flat = self._view("flat", flat)
-
-    def _view(self, name: str, table: _Table) -> View:
+                add(regex_bytes(rule.regex), rule.nocase, True, Owner(rule, "regex", 0))
         patterns = []
         owners: dict[int, list[Owner]] = {}
         for (data, nocase, regex), (pid, own) in table.items():
             patterns.append(m.Pattern(pid, data, nocase, regex))
             owners[pid] = own
-        self.pattern_count += len(patterns)
-        return View(name, m.compile(patterns, self.engine), owners)
+        matcher = m.compile(patterns, self.engine, line_probe=has_flat)
+        self.raw = View("raw", matcher, owners)
+        # The flat view runs the same matcher (one compile, one database) and keeps only the
+        # base64/QP owners' hits: flattening cannot make a text marker appear that the raw view
+        # would not report, and one database instead of two halves the compile time and memory.
+        self.flat = View("flat", matcher, {pid: [o for o in own if o.flat] for pid, own in owners.items()
+                                           if any(o.flat for o in own)}) if has_flat else None
+        self.pattern_count = len(patterns)
 
     def scan(self, data: bytes) -> list[Hit]:
-        """Block scan of one buffer in both views."""
-        out: list[Hit] = []
-        matches = self.main.matcher.scan(data)
-        if matches:
-            out.extend(self.hits(self.main, matches, data, 0))
-        if self.flat.owners:
-            view = flatten(data) if has_line_structure(data) else data
-            matches = self.flat.matcher.scan(view)
-            if matches:
-                out.extend(self.hits(self.flat, matches, view, 0))
+        """Block scan of one buffer (the flat view too when the buffer has MIME-style lines)."""
+        matches = self.raw.matcher.scan(data)
+        if not matches:
+            return _NO_HITS
+        if matches[0][0] != LINE_PROBE:
+            return self.hits(self.raw, matches, data, 0)
+        out = self.hits(self.raw, matches[1:], data, 0, cover=(0, len(data)))
+        if self.flat is not None:
+            view = flatten(data)
+            flat = self.flat.matcher.scan(view)
+            if flat:
+                out.extend(self.hits(self.flat, flat, view, 0))
         return out
 
     def hits(self, view: View, matches: list[m.Match], buf: bytes, base: int,
-             deferred: list[tuple[Owner, int, int]] | None = None) -> list[Hit]:
-        """Matches -> hits; base64 neighbours are checked (a missing next byte defers when asked)."""
+             deferred: list[_Deferred] | None = None, cover: tuple[int, int] | None = None) -> list[Hit]:
+        """Matches -> hits; base64 neighbours are checked (a missing next byte defers when asked).
+
+        ``cover``: the offsets the flat view scans; base64/QP hits of the raw view inside it are
+        the flat view's to report.
+        """
         out = []
         n = len(buf)
+        owners = view.owners
         for pid, start, end in matches:
-            for o in view.owners.get(pid, ()):
+            for o in owners.get(pid, ()):
+                if o.flat and cover is not None and cover[0] <= start and end <= cover[1]:
+                    continue
                 if o.lead is not None:
                     i = start - base - 1
                     if i < 0 or buf[i] not in o.lead:
@@ -133,7 +171,7 @@ class MarkerSet:
                     j = end - base
                     if j >= n:
                         if deferred is not None:
-                            deferred.append((o, start, end))
+                            deferred.append((o, start, end, buf, base))
                         continue
                     if buf[j] not in o.trail:
                         continue
@@ -141,91 +179,181 @@ class MarkerSet:
         return out
 
 
-def has_line_structure(data: bytes) -> bool:
-    """QP soft line breaks or base64 lines: worth scanning the flattened view."""
-    if b"\n" not in data:
-        return False
-    if (b"=\n" in data or b"=\r\n" in data) and _QP_SOFT_BREAK.search(data) is not None:
-        return True
-    return _BASE64_LINE.search(data) is not None
-
-
 def flatten(data: bytes) -> bytes:
-    """``data`` without QP soft line breaks and CR/LF (no copy when there are none)."""
+    """``data`` without QP soft line breaks and CR/LF (no copy when there are none).
+
+    Only one-byte searches on the common path: CPython finds and deletes a single byte at
+    memchr speed, while a two-byte needle (``b"\\r\\n"``) or ``translate`` walks the
+    buffer byte by byte (about 5 us for a 1,448-byte segment here)."""
     if b"\n" not in data and b"\r" not in data:
         return data
-    if b"=\n" in data or b"=\r\n" in data:
+    if b"=" in data and (b"=\n" in data or b"=\r\n" in data):
         data = data.replace(b"=\r\n", b"").replace(b"=\n", b"")
-    return data.translate(None, _LINE_BREAKS)
+    return data.replace(b"\r", b"").replace(b"\n", b"")
 
 
-def _keep_tail(prev: bytes, data: bytes) -> bytes:
-    if len(data) >= CONTEXT_HISTORY:
-        return data[-CONTEXT_HISTORY:]
-    return (prev + data)[-CONTEXT_HISTORY:]
+def lines_continue(data: bytes) -> bool:
+    """While a flat run is open: does this segment still look like MIME lines (base64 lines or
+    any soft line break)? Loose on purpose -- a QP paragraph whose segment has no =XX escape
+    must not end the run -- and cheap: inside base64 the first line break answers it."""
+    if b"\n" not in data:
+        return False
+    if _BASE64_LINE.search(data) is not None:
+        return True
+    return b"=" in data and (b"=\n" in data or b"=\r\n" in data)
+
+
+def _resolve_deferred(waiting: list[_Deferred], next_byte: int) -> list[Hit]:
+    out = []
+    for o, start, end, buf, base in waiting:
+        if o.trail is not None and next_byte in o.trail:
+            out.append(Hit(o.rule, o.variant, start, end, o.length_chars, buf, base))
+    return out
 
 
 class MarkerStreams:
-    """Stream state of one byte stream (a flow direction or a file) in both views."""
+    """Stream state of one byte stream (a flow direction or a file).
 
-    __slots__ = ("markers", "main", "flat", "_carry", "_prev_main", "_prev_flat", "_flatten", "_deferred")
+    :meth:`feed` is the per-segment hot path: one raw-view stream scan and two reference
+    assignments when nothing matched and no flat run is open.
+    """
+
+    __slots__ = ("markers", "raw", "flat", "_h0", "_h1", "_busy", "_deferred", "_flat_on", "_cover_from",
+                 "_cover_to", "_carry", "_fhist", "_fdeferred", "_fskip")
 
     def __init__(self, markers: MarkerSet) -> None:
         self.markers = markers
-        self.main = markers.main.matcher.stream()
-        self.flat = markers.flat.matcher.stream() if markers.flat.owners else None
-        self._carry = b""  # "=" or "=\r" at a chunk end: maybe the start of a soft line break
-        # The last bytes of each view, so context and base64 lead checks can reach back a chunk.
-        self._prev_main = b""
-        self._prev_flat = b""
-        self._flatten = False  # sticky: once a stream shows MIME-style lines, keep flattening
-        self._deferred: list[tuple[Owner, int, int]] = []  # base64 hits awaiting their next byte
+        self.raw = markers.raw.matcher.stream()
+        self.flat = markers.flat.matcher.stream() if markers.flat is not None else None
+        # The raw view's last segments, by reference (history for context and lead checks).
+        self._h0 = b""
+        self._h1 = b""
+        self._busy = False  # a flat run is open or a hit waits for the next byte: take the slow path
+        self._deferred: list[_Deferred] = []  # raw-view base64 hits awaiting their next byte
+        self._flat_on = False
+        self._cover_from = 0  # raw offsets covered by the current/last flat run
+        self._cover_to = 0
+        self._carry = b""  # "=" or "=\r" at a segment end: maybe the start of a soft line break
+        self._fhist = b""  # the flat view's last bytes (context and lead checks)
+        self._fdeferred: list[_Deferred] = []
+        self._fskip = 0  # flat-view bytes before this offset came from the previous segment
 
     def feed(self, data: bytes) -> list[Hit]:
+        matches = self.raw.feed(data)
+        if matches or self._busy:
+            return self._feed_slow(data, matches)
+        if len(data) >= CONTEXT_HISTORY:
+            self._h0 = b""
+            self._h1 = data if len(data) <= MAX_HISTORY_REF else data[-CONTEXT_HISTORY:]
+        else:
+            self._remember_small(data)
+        return _NO_HITS
+
+    def _remember(self, data: bytes) -> None:
+        if len(data) >= CONTEXT_HISTORY:
+            self._h0 = b""
+            self._h1 = data if len(data) <= MAX_HISTORY_REF else data[-CONTEXT_HISTORY:]
+        else:
+            self._remember_small(data)
+
+    def _remember_small(self, data: bytes) -> None:
+        """Small segments are joined (a short copy) until CONTEXT_HISTORY bytes are kept."""
+        h1 = self._h1
+        if len(h1) < CONTEXT_HISTORY:
+            self._h1 = h1 + data
+        else:
+            self._h0 = h1
+            self._h1 = data
+
+    def _feed_slow(self, data: bytes, matches: list[m.Match]) -> list[Hit]:
         ms = self.markers
         out: list[Hit] = []
-        matches = self.main.feed(data)
-        if matches:
-            buf = self._prev_main + data
-            out.extend(ms.hits(ms.main, matches, buf, self.main.offset - len(buf)))
-        self._prev_main = _keep_tail(self._prev_main, data)
-        if self.flat is not None:
+        chunk_end = self.raw.offset
+        chunk_start = chunk_end - len(data)
+        if self._deferred and data:
+            waiting, self._deferred = self._deferred, []
+            out.extend(_resolve_deferred(waiting, data[0]))
+        probe = bool(matches) and matches[0][0] == LINE_PROBE
+        if probe:
+            matches = matches[1:]
+        if self._flat_on:
+            if not probe and len(data) >= FLAT_COVER_MIN and not lines_continue(data):
+                out.extend(self._end_flat(data))
+        elif probe:
+            self._start_flat(chunk_start)
+        if self._flat_on:
+            self._cover_to = chunk_end
             out.extend(self._feed_flat(data))
+        if matches:
+            hist = self._h0 + self._h1
+            buf = hist + data if hist else data
+            out.extend(ms.hits(ms.raw, matches, buf, chunk_start - len(hist), self._deferred,
+                               (self._cover_from, self._cover_to)))
+        self._remember(data)
+        self._busy = self._flat_on or bool(self._deferred)
+        return out
+
+    def _start_flat(self, chunk_start: int) -> None:
+        """A flat run starts with this segment. The line the previous segment ended in (its
+        first line may start there) joins the flat view; hits wholly inside it were the raw
+        view's to report (in an earlier segment), hits that reach into this segment are the
+        flat view's."""
+        self._flat_on = True
+        hist = self._h0 + self._h1
+        pre = hist[max(hist.rfind(b"\n") + 1, len(hist) - 100):]  # a MIME line is at most 78 bytes
+        self._cover_from = chunk_start - len(pre)  # raw hits ending from here on are the flat view's
+        self._carry = pre
+        self._fskip = len(flatten(pre))
+
+    def _end_flat(self, data: bytes) -> list[Hit]:
+        """The flat run ends before ``data``: its stream restarts at the next segment with lines."""
+        out: list[Hit] = []
+        if self._fdeferred:
+            waiting, self._fdeferred = self._fdeferred, []
+            view = flatten(self._carry + data)
+            if view:
+                out = _resolve_deferred(waiting, view[0])
+        self._flat_on = False
+        self._carry = b""
+        self._fhist = b""
+        if self.flat is not None:
+            self.flat.reset()
         return out
 
     def _feed_flat(self, data: bytes) -> list[Hit]:
-        assert self.flat is not None
-        ms = self.markers
-        if not self._flatten and has_line_structure(data):
-            self._flatten = True
+        flat = self.flat
+        if flat is None:
+            return _NO_HITS
         raw = self._carry + data if self._carry else data
         self._carry = b""
-        if self._flatten:
-            keep = 2 if raw.endswith(b"=\r") else 1 if raw.endswith(b"=") else 0
-            if keep:
-                self._carry = raw[-keep:]
-                raw = raw[:-keep]
-            view = flatten(raw)
-        else:
-            view = raw
+        keep = 2 if raw.endswith(b"=\r") else 1 if raw.endswith(b"=") else 0
+        if keep:
+            self._carry = raw[-keep:]
+            raw = raw[:-keep]
+        view = flatten(raw)
         if not view:
-            return []
+            return _NO_HITS
         out: list[Hit] = []
-        buf = self._prev_flat + view
-        base = self.flat.offset - len(self._prev_flat)
-        if self._deferred:
-            waiting, self._deferred = self._deferred, []
-            for o, start, end in waiting:
-                if o.trail is not None and view[0] in o.trail:
-                    out.append(Hit(o.rule, o.variant, start, end, o.length_chars, buf, base))
-        matches = self.flat.feed(view)
+        if self._fdeferred:
+            waiting, self._fdeferred = self._fdeferred, []
+            out.extend(_resolve_deferred(waiting, view[0]))
+        matches = flat.feed(view)
+        hist = self._fhist
         if matches:
-            out.extend(ms.hits(ms.flat, matches, buf, base, self._deferred))
-        self._prev_flat = _keep_tail(self._prev_flat, view)
+            skip = self._fskip
+            if skip:
+                matches = [mt for mt in matches if mt[2] > skip]
+            buf = hist + view
+            ms = self.markers
+            assert ms.flat is not None
+            out.extend(ms.hits(ms.flat, matches, buf, flat.offset - len(buf), self._fdeferred))
+        self._fhist = view[-CONTEXT_HISTORY:] if len(view) >= CONTEXT_HISTORY else (hist + view)[-CONTEXT_HISTORY:]
         return out
 
     def close(self) -> None:
-        self.main.close()
+        self.raw.close()
         if self.flat is not None:
             self.flat.close()
         self._deferred = []
+        self._fdeferred = []
+        self._busy = False

@@ -316,10 +316,6 @@ def _visible_jis(context: str, text: str) -> list[str]:
     return seen
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "detectors/alert.py redacted_context decodes the neighbours of an iso-2022-jp match as latin-1 "
-    "(variants.codec_of), so mask_text keeps the punctuation-looking JIS X 0208 bytes of the text around "
-    "the marker: '$`$?' is 'むた' of 「を含むため」"))
 def test_iso2022jp_context_hides_the_neighbouring_text(replay: Replayer) -> None:
     from pcaps.make_leaks import marker_text
 
