@@ -9,12 +9,23 @@ becomes one EVE event through ``emit``.
 
 Alert de-duplication (per flow): one alert per (flow, sid, file-or-None); later occurrences
 only increment counters, kept in ``flow.detect`` and returned (and stored in
-``flow.metadata["detect"]``) by :meth:`Detection.flow_end`. A raw-stream hit (and a hit in a
-multipart or message container body, whose parts are files of their own) is held back for
-one more chunk of the flow (the pipeline feeds the app-layer parser before the raw scan, so
-the decoded view of the same bytes normally wins and carries file name and transaction); it is
-reported only if no decoded view of the flow reported that sid. Held hits are released on the
-flow's next chunk, gap, or end.
+``flow.metadata["detect"]``) by :meth:`Detection.flow_end`.
+
+Raw hits are held back. A raw-stream hit (and a hit in a multipart or message container body,
+whose parts are files of their own) is reported only if no decoded view of the flow reports
+that sid first: the decoded view names the file and the transaction. The pipeline feeds the
+app-layer parser before the raw scan, but a parser may hold bytes back (SMTP gathers message
+bytes into 64 KiB batches before MIME decoding), so the hold depends on the flow:
+
+* a flow whose app-layer parser produces decoded views (``flow.app_proto`` in
+  :data:`DECODING_PROTOCOLS`) holds the hit until the first of: :data:`RAW_HOLD_BYTES` more
+  stream bytes in the hit's direction, :data:`RAW_HOLD_SECONDS` of packet time (checked on
+  every stream chunk of any flow, so live alert latency stays bounded while traffic flows), a
+  gap, or the flow's end (the parser is closed, and has flushed, before detection hears of it);
+* any other flow (no parser, detection failed, TLS) holds it until its next chunk, gap or end.
+
+Held hits wait for at most :data:`MAX_HELD_FLOWS` flows at a time; beyond that a flow's hits
+fall back to the one-chunk hold (``memcap.hit{cap="detect.held_flows"}``).
 
 Hot reload: :meth:`reload` builds the complete new rule set (matchers compiled, hash sets and
 indexes loaded) before swapping one reference; flows and files keep the streams of the set
@@ -57,6 +68,13 @@ SHIPPED_TLS_POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspat
 MAX_KEYS_PER_FLOW = 4096  # distinct (sid, file) counters kept per flow
 RAW_WHERE = "raw-stream"
 ALT_WHERE = "raw-stream (overlap alternative)"
+# App-layer protocols whose parsers report decoded views of the stream (bodies, mail parts,
+# transferred files): a raw hit on such a flow waits for them (see the module docstring).
+DECODING_PROTOCOLS = frozenset({"http", "smtp", "ftp", "ftp-data"})
+RAW_HOLD_BYTES = 128 * 1024  # > the SMTP message batch (64 KiB) plus a MIME part's line slack
+RAW_HOLD_SECONDS = 1.0  # packet time; bounds the extra alert latency on live traffic
+MAX_HELD_FLOWS = 65536
+_NEVER = float("inf")
 
 
 @dataclass
@@ -71,6 +89,15 @@ class RuleSet:
     loaded_at: float
 
 
+@dataclass(slots=True)
+class Held:
+    """A raw hit waiting for a decoded view of the same bytes."""
+
+    finding: Finding
+    until_bytes: int  # released once the hit's direction has seen this many stream bytes
+    until_ts: float  # ... or once packet time reaches this
+
+
 @dataclass
 class FlowDetect:
     """Per-flow detection state (``flow.detect``)."""
@@ -81,7 +108,8 @@ class FlowDetect:
     decided: set[tuple[int, int | None]] = field(default_factory=set)
     decided_sids: set[int] = field(default_factory=set)
     alerted: dict[tuple[int, int | None], int] = field(default_factory=dict)
-    pending: dict[int, Finding] = field(default_factory=dict)
+    pending: dict[int, Held] = field(default_factory=dict)
+    seen: list[int] = field(default_factory=lambda: [0, 0])  # stream bytes per direction
     alerts: int = 0
 
 
@@ -109,6 +137,9 @@ class Detection:
         # Bytes scanned per view, counted here and folded into stats at flow end (a labelled
         # Stats.incr costs about 1.5 us, as much as scanning a whole segment).
         self._bytes_stream = self._bytes_overlap = self._bytes_buffer = self._bytes_file = 0
+        # Flows with held raw hits (id(flow) -> flow) and the earliest packet time one is due.
+        self._held: dict[int, Flow] = {}
+        self._next_due = _NEVER
         self._rules = self._build()  # a bad set at start-up raises SignatureError (a ConfigError)
         self._publish_version(None)
 
@@ -202,14 +233,18 @@ class Detection:
     def stream_data(self, flow: Flow, dir: int, data: bytes, ts: float, pcap_cnt: int | None = None) -> None:  # noqa: A002
         """Reassembled in-order bytes of one direction (raw-stream scan, stream mode). Hot path."""
         try:
+            if ts >= self._next_due:
+                self._release_due(ts)
             st = flow.detect
             if st is None:
                 st = flow.detect = FlowDetect(self._rules)
-            elif st.pending:
-                self._flush_pending(flow, st)
-            if not data:
+            n = len(data)
+            st.seen[dir] += n
+            if st.pending:
+                self._release_pending(flow, st, ts)
+            if not n:
                 return
-            self._bytes_stream += len(data)
+            self._bytes_stream += n
             streams = st.streams[dir]
             if streams is None:
                 streams = st.streams[dir] = MarkerStreams(st.rules.markers)
@@ -224,7 +259,7 @@ class Detection:
         try:
             st = self._state(flow)
             if st.pending:
-                self._flush_pending(flow, st)
+                self._flush_pending(flow, st)  # the parser has flushed what it held (it hears first)
             old = st.streams[dir]
             if old is not None:
                 old.close()
@@ -413,7 +448,7 @@ class Detection:
             if raw:
                 held = st.pending.get(sid)
                 if held is not None:
-                    held.count += n
+                    held.finding.count += n
                     continue
                 if sid in st.decided_sids:
                     self.stats.incr("detect.raw_covered")
@@ -423,7 +458,7 @@ class Detection:
             finding = self._finding(flow, direction, first, n, where=where, ts=ts, pcap_cnt=pcap_cnt, raw=raw,
                                     file=file, tx_id=tx_id)
             if raw:
-                st.pending[sid] = finding
+                self._hold(flow, st, sid, finding, direction, ts)
                 continue
             st.pending.pop(sid, None)  # a decoded view of the same data supersedes the raw one
             self._mark_decided(st, key)
@@ -440,14 +475,64 @@ class Detection:
         st.decided.add(key)
         st.decided_sids.add(key[0])
 
+    def _hold(self, flow: Flow, st: FlowDetect, sid: int, finding: Finding, direction: int, ts: float) -> None:
+        until_ts = ts + RAW_HOLD_SECONDS
+        if not st.pending and id(flow) not in self._held:
+            if len(self._held) >= MAX_HELD_FLOWS:
+                self.stats.incr("memcap.hit", cap="detect.held_flows")
+                until_ts = ts  # due at once: released on the flow's next chunk (the one-chunk hold)
+            else:
+                self._held[id(flow)] = flow
+        st.pending[sid] = Held(finding, st.seen[direction] + RAW_HOLD_BYTES, until_ts)
+        if until_ts < self._next_due:
+            self._next_due = until_ts
+
+    def _release_pending(self, flow: Flow, st: FlowDetect, ts: float) -> None:
+        """Report the held hits that are due (see the module docstring); keep the others."""
+        if flow.app_proto not in DECODING_PROTOCOLS:
+            self._flush_pending(flow, st)
+            return
+        seen = st.seen
+        due = [sid for sid, h in st.pending.items()
+               if ts >= h.until_ts or seen[h.finding.direction] >= h.until_bytes]
+        if not due:
+            return
+        if len(due) == len(st.pending):
+            self._flush_pending(flow, st)
+            return
+        for sid in due:
+            self._report_held(st, sid, st.pending.pop(sid))
+
+    def _release_due(self, ts: float) -> None:
+        """Packet time passed a held hit's deadline: release due hits on every held flow."""
+        next_due = _NEVER
+        for key, flow in list(self._held.items()):
+            st: FlowDetect | None = flow.detect
+            if st is None or not st.pending:
+                del self._held[key]
+                continue
+            if any(ts >= h.until_ts for h in st.pending.values()):
+                self._release_pending(flow, st, ts)
+            for h in st.pending.values():
+                if h.until_ts < next_due:
+                    next_due = h.until_ts
+            if not st.pending:
+                self._held.pop(key, None)
+        self._next_due = next_due
+
     def _flush_pending(self, flow: Flow, st: FlowDetect) -> None:
         pending, st.pending = st.pending, {}
-        for sid, finding in pending.items():
-            if sid in st.decided_sids:
-                self.stats.incr("detect.raw_covered")
-                continue
-            self._mark_decided(st, (sid, finding.file.file_id if finding.file is not None else None))
-            self._decide(finding, st)
+        self._held.pop(id(flow), None)
+        for sid, held in pending.items():
+            self._report_held(st, sid, held)
+
+    def _report_held(self, st: FlowDetect, sid: int, held: Held) -> None:
+        if sid in st.decided_sids:
+            self.stats.incr("detect.raw_covered")
+            return
+        finding = held.finding
+        self._mark_decided(st, (sid, finding.file.file_id if finding.file is not None else None))
+        self._decide(finding, st)
 
     def _decide(self, finding: Finding, st: FlowDetect) -> None:
         for v in self.policy.decide(finding):

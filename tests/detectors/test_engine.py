@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+from dataclasses import dataclass, field
+from typing import Any
 
+from detectors.engine import RAW_HOLD_BYTES, RAW_HOLD_SECONDS
+from monitor.applayer.smtp import SmtpParser
 from monitor.config import Suppression, Threshold
 from monitor.files import FileObject
 from monitor.model import TO_CLIENT, TO_SERVER
 from monitor.names import HostNames
-from tests.factories import tflow
+from tests.factories import RecordingContext, tflow
 
 MARKER = "保護すべき情報".encode()
 
@@ -279,3 +284,91 @@ def test_multipart_container_body_defers_to_its_part(harness):
     h.det.file_data(body2, b"Subject: x\r\n\r\n" + MARKER, 2.0)
     h.det.stream_data(flow2, TO_SERVER, b"QUIT\r\n", 2.1, 3)
     assert h.alerts()[1]["leakmon"]["where"] == "smtp.mail"
+
+
+# ------------------------------------------------------------------ raw hits wait for decoded views
+
+
+@dataclass
+class _DetectContext(RecordingContext):
+    """A RecordingContext that hands what the parser reports to Detection, as the pipeline does."""
+
+    det: Any = None
+    step: int = 0
+    body_steps: list[int] = field(default_factory=list)
+
+    def inspect(self, data: bytes, *, where: str, direction: int, tx_id: int | None = None,
+                file: FileObject | None = None, charset: str | None = None) -> None:
+        super().inspect(data, where=where, direction=direction, tx_id=tx_id, file=file, charset=charset)
+        if where.endswith("body[text/plain]"):
+            self.body_steps.append(self.step)
+        self.det.buffer(self.flow, direction, data, where=where, ts=1.0, tx_id=tx_id, file=file, charset=charset)
+
+
+def _smtp_session_with_base64_jis_leak() -> list[tuple[int, bytes]]:
+    text = ("お世話になっております。" * 40 + MARKER.decode() + "の資料です。" + "以上、よろしくお願いします。" * 900)
+    body = base64.encodebytes(text.encode("iso2022_jp"))
+    assert MARKER not in body and len(body) > 30_000
+    msg = (b"From: a@example.jp\r\nTo: b@example.net\r\nSubject: test\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=BB\r\n\r\n--BB\r\n"
+           b"Content-Type: text/plain; charset=iso-2022-jp\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + body.replace(b"\n", b"\r\n") + b"--BB--\r\n.\r\n")
+    steps = [(TO_CLIENT, b"220 mx ESMTP\r\n"), (TO_SERVER, b"EHLO pc\r\n"), (TO_CLIENT, b"250 mx\r\n"),
+             (TO_SERVER, b"MAIL FROM:<a@example.jp>\r\n"), (TO_CLIENT, b"250 ok\r\n"),
+             (TO_SERVER, b"RCPT TO:<b@example.net>\r\n"), (TO_CLIENT, b"250 ok\r\n"),
+             (TO_SERVER, b"DATA\r\n"), (TO_CLIENT, b"354 go\r\n")]
+    steps += [(TO_SERVER, msg[i:i + 1448]) for i in range(0, len(msg), 1448)]
+    steps += [(TO_CLIENT, b"250 queued\r\n"), (TO_SERVER, b"QUIT\r\n"), (TO_CLIENT, b"221 bye\r\n")]
+    return steps
+
+
+def test_smtp_raw_hit_waits_for_the_batched_mime_body(harness):
+    # The SMTP parser batches message bytes (64 KiB or end of message) before MIME decoding,
+    # so the decoded body reports many chunks after the raw base64 hit: still one alert per sid.
+    h = harness()
+    ctx = _DetectContext(flow=tflow(sport=25))
+    ctx.det = h.det
+    parser = SmtpParser(ctx)
+    for i, (direction, data) in enumerate(_smtp_session_with_base64_jis_leak()):
+        ts = 1.0 + i * 0.001
+        ctx.step = i
+        parser.feed(direction, data, ts)  # parser first, raw scan second (pipeline order)
+        h.det.stream_data(ctx.flow, direction, data, ts, i + 1)
+    parser.close(2.0)
+    summary = h.det.flow_end(ctx.flow)
+    alerts = h.alerts()
+    assert sorted(a["alert"]["signature_id"] for a in alerts) == [9000001, 9100001]
+    assert {a["leakmon"]["where"] for a in alerts} == {"smtp.mail > mime[1] > body[text/plain]"}
+    assert {a["leakmon"]["variant"] for a in alerts} == {"iso-2022-jp"}
+    # The raw match (in the message's first segments) was seen and counted; the decoded body
+    # came only at the end of the message, many segments later.
+    assert summary["matches"]["9100001"] >= 2
+    assert ctx.body_steps and min(ctx.body_steps) >= 20
+
+
+def test_raw_hit_on_a_decoding_flow_is_released_by_byte_or_time_budget(harness):
+    h = harness(plaintext_violation=False)
+    by_bytes = tflow()
+    by_bytes.app_proto = "smtp"
+    h.det.stream_data(by_bytes, TO_SERVER, b"x" + MARKER, 1.0, 1)
+    h.det.stream_data(by_bytes, TO_CLIENT, b"y" * 300_000, 1.1, 2)  # the other direction does not count
+    h.det.stream_data(by_bytes, TO_SERVER, b"z" * (RAW_HOLD_BYTES - 1), 1.2, 3)
+    assert h.alerts() == []
+    h.det.stream_data(by_bytes, TO_SERVER, b"z", 1.3, 4)
+    (a,) = h.alerts()
+    assert a["leakmon"]["where"] == "raw-stream" and a["pcap_cnt"] == 1 and a["flow_id"] == by_bytes.flow_id
+
+    by_time = tflow()
+    by_time.app_proto = "http"
+    h.det.stream_data(by_time, TO_SERVER, b"POST /" + MARKER, 5.0, 10)
+    h.det.stream_data(by_time, TO_SERVER, b"more", 5.5, 11)
+    other = tflow()
+    h.det.stream_data(other, TO_SERVER, b"GET /", 5.0 + RAW_HOLD_SECONDS - 0.01, 12)
+    assert len(h.alerts()) == 1
+    h.det.stream_data(other, TO_SERVER, b"later", 5.0 + RAW_HOLD_SECONDS, 13)  # packet time of any flow
+    assert [a["flow_id"] for a in h.alerts()] == [by_bytes.flow_id, by_time.flow_id]
+    # Ended flows leave nothing held; a decoded view after a release adds no second alert per sid.
+    h.det.buffer(by_time, TO_SERVER, MARKER, where="http.request.body", ts=6.0)
+    h.det.flow_end(by_time)
+    h.det.flow_end(by_bytes)
+    assert len(h.alerts(9100001)) == 2 and not h.det._held
