@@ -27,6 +27,15 @@ become ``http.*`` anomalies and a documented decision:
 
 A gap inside a body becomes ``file.gap(n)`` (file TRUNCATED, no hash); a gap inside framing
 abandons the message and the direction resynchronises on the next start line.
+
+Cost (``bench/http_bench.py``, ``docs/benchmarks.md`` "HTTP path"): body bytes never pass through
+the direction's buffer -- a segment inside a Content-Length body is handed to the body as it is,
+and chunk sizes written the usual way (hex digits, CRLF) are parsed where they lie in the segment,
+the chunk data of one segment going on as one piece; only a short undecided tail (a size line
+cut by the segment end) is carried. A header block is parsed once it is complete, in one pass
+when every line is a plain ``Name: value`` CRLF line, otherwise line by line with every
+anomaly above (the same headers either way; a block cut by a gap or the close is read line by
+line as far as it goes).
 """
 
 from __future__ import annotations
@@ -65,6 +74,16 @@ _LOOSE_NAME = re.compile(rb"[^a-z0-9-]")
 _STATUS_AFTER_JUNK = re.compile(rb"[\r\n][ \t\x00\x0b\x0c\r\n]*(HTTP/\d)", re.I)
 _HEADER_START = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+[ \t]*:")
 _TOKEN_JUNK = re.compile(r"[^a-z0-9_-]")
+_STATUS_LINE = re.compile(rb"(HTTP/[^\s]*)[\s\x00]*([0-9]+)?(?:[\s\x00]+(.*))?", re.I | re.S)
+_TE_SPLIT = re.compile(r"[,;]")
+_LOOKS_CHUNKED = re.compile(rb"[ \t\r\n]*[0-9a-fA-F]{1,16}[ \t]*(;[^\n]*)?\r?\n")
+_RESYNC_RESPONSE = re.compile(rb"(?:^|\n)(HTTP/1\.[019])", re.I)
+_RESYNC_REQUEST = re.compile(rb"(?:^|\n)([A-Z][A-Z-]{2,15} [^\s]+ HTTP/)")
+# Headers that go into the EVE http object: (field, request header), and the names looked up.
+_REQ_FIELDS = (("http_user_agent", "user-agent"), ("http_refer", "referer"),
+               ("request_content_type", "content-type"))
+_REQ_WANTED = frozenset({"host", "user-agent", "referer", "content-type"})
+_RESP_WANTED = frozenset({"content-type", "location", "content-range"})
 
 
 def _has(headers: list[tuple[str, str]], name: str) -> bool:
@@ -95,7 +114,20 @@ _CONNECT_HOLD = 64 << 10  # client bytes held while a CONNECT waits for its answ
 S_LINE, S_HEADERS, S_SKIP_HEADERS, S_BODY_LEN, S_CHUNK_SIZE, S_CHUNK_DATA, S_CHUNK_END, \
     S_TRAILERS, S_BODY_CLOSE, S_TUNNEL, S_HOLD, S_RESYNC, S_DEAD, S_SNIFF = range(14)
 _SNIFF_BYTES = 64
+# Body states whose bytes are consumed straight from the segment (HttpParser._body_bytes).
+_BODY_STATES = frozenset({S_BODY_LEN, S_CHUNK_DATA, S_BODY_CLOSE, S_CHUNK_SIZE, S_CHUNK_END})
+# An undecided chunk-framing tail this short is joined to the next segment (one small copy)
+# rather than the segment being appended to the buffer.
+_TAIL_MAX = 64
+# A chunk-size line as (nearly) every server writes it; anything else takes the general path.
+_CHUNK_LINE = re.compile(rb"([0-9a-fA-F]{1,15})\r\n")
+# The blank line that ends a header block, and a block every line of which is a plain
+# "Name: value" CRLF line (parsed in one pass; anything else is parsed line by line).
+_HEADER_BLOCK_END = re.compile(rb"\n\r?\n")
+_CLEAN_HEADER_BLOCK = re.compile(rb"(?:[A-Za-z0-9-]+:[^\r\n]*\r\n)+")
 _LOOSE = "~"  # key prefix of headers whose name was only recognisable after removing junk
+_LOOSE_TE = _LOOSE + "transfer-encoding"
+_LOOSE_CL = _LOOSE + "content-length"
 
 
 def _latin(b: bytes) -> str:
@@ -104,6 +136,8 @@ def _latin(b: bytes) -> str:
 
 def _text(s: str) -> str:
     """A header value kept as latin-1 (byte-preserving) to display text (UTF-8 when valid)."""
+    if s.isascii():
+        return s
     return decode_header_text(s.encode("latin-1"))
 
 
@@ -125,6 +159,9 @@ class Transaction:
     has_request: bool = False
     logged: bool = False
     ts: float = 0.0
+    # The request's part of the EVE http object, computed once per request header block.
+    req_view: tuple[dict[str, Any], dict[str, Any]] | None = None
+    req_view_of: list[tuple[str, str]] | None = None
 
     def header(self, name: str, response: bool = False) -> str | None:
         for k, v in (self.resp_headers if response else self.req_headers):
@@ -152,6 +189,8 @@ def split_host(host: str) -> tuple[str, int | None]:
 def _is_ip_literal(name: str) -> bool:
     import ipaddress
 
+    if not name[-1:].isdigit() and not name.endswith("]") and ":" not in name:
+        return False  # a host name (an address ends in a digit, "]" or has colons): no exception
     try:
         ipaddress.ip_address(name.strip("[]"))
         return True
@@ -207,6 +246,9 @@ class _Body:
         elif media == "application/json" or media.endswith("+json"):
             self.form_kind = "json"
         self.source = "http.request.body" if request else "http.response.body"
+        # Nothing but the file sees the bytes (no coding, range, multipart or form decoder).
+        self.plain = (self.chain is None and self.range_part is None and self.multipart is None
+                      and self.form_kind is None)
 
     # -- 206 ranges (monitor/applayer/http_range.py)
 
@@ -252,9 +294,16 @@ class _Body:
         return self.file
 
     def data(self, raw: bytes) -> None:
-        if not raw:
+        n = len(raw)
+        if not n:
             return
-        self.raw_len += len(raw)
+        self.raw_len += n
+        f = self.file
+        if f is not None and self.plain and self.decoded_len + n <= self.p.body_limit:
+            # Identity body into its open file (the common case): one call, no copy.
+            self.decoded_len += n
+            f.write(raw)
+            return
         if self.range_part is not None:
             self.range_part.write(raw)
         out = self.chain.decode(raw) if self.chain is not None else raw
@@ -271,7 +320,7 @@ class _Body:
             self.p.anomaly("http.body_limit", self.direction, self.tx.tx_id)
         if not out:
             return
-        f = self._ensure_file()
+        f = self.file if self.file is not None else self._ensure_file()
         self.decoded_len += len(out)
         f.write(out)
         if self.multipart is not None:
@@ -364,9 +413,7 @@ class _RangeSink:
 class _Part:
     def __init__(self, f: FileObject) -> None:
         self.f = f
-
-    def write(self, data: bytes) -> None:
-        self.f.write(data)
+        self.write = f.write  # part bytes go straight to the file (no call in between)
 
     def gap(self, length: int) -> None:
         self.f.gap(length)
@@ -391,6 +438,8 @@ class _Direction:
         self.chunked_fallback_len: int | None = None
         self.chunk_hint = False  # "chunk" appeared somewhere in the header block
         self.nocolon = False  # the last header line had no colon
+        self.line_by_line = False  # this header block is parsed line by line (not plain, or final)
+        self.block_scanned = 0  # bytes of the buffer searched for the block's end so far
         self.sniff_mode: tuple[str, int] = ("close", -1)
         self.junk = 0
         self.status = 0
@@ -425,16 +474,31 @@ class HttpParser:
     def feed(self, direction: int, data: bytes, ts: float) -> None:
         self.ts = ts
         side = self.sides[direction]
+        body = side.body
+        if body is not None and side.state in _BODY_STATES and data:
+            # Fast path: body bytes (and plain chunk framing) are taken from the segment itself,
+            # without passing through the buffer; only what is left goes the general way.
+            if side.state == S_BODY_LEN and side.remaining > len(data) and not side.buf:
+                # The bulk of a Content-Length body: the segment as it is, one call.
+                side.remaining -= len(data)
+                body.data(data)
+                return
+            buf = side.buf
+            if buf:
+                if len(buf) > _TAIL_MAX:
+                    buf += data
+                    self._run(side)
+                    return
+                data = bytes(buf) + data
+                buf.clear()
+            data = self._body_bytes(side, data)
+            if not data:
+                return
         if side.state == S_DEAD or not data:
             return
         if side.state == S_TUNNEL:
             self._tunnel_feed(direction, data, ts)
             return
-        if not side.buf and side.body is not None and side.state in (S_BODY_LEN, S_CHUNK_DATA, S_BODY_CLOSE):
-            # Fast path: body bytes go straight to the body without passing through the buffer.
-            data = self._body_bytes(side, data)
-            if not data:
-                return
         side.buf += data
         if side.state == S_HOLD:
             if len(side.buf) > _CONNECT_HOLD:
@@ -446,20 +510,71 @@ class HttpParser:
         self._run(side)
 
     def _body_bytes(self, side: _Direction, data: bytes) -> bytes:
-        """Consume body bytes from ``data``; returns what is left after the body's part."""
-        assert side.body is not None
-        if side.state == S_BODY_CLOSE:
-            side.body.data(data)
+        """Consume body bytes (and plain chunk framing) straight from ``data``: whole slices, no
+        copies through the buffer. Returns what is left for the general state machine -- the
+        next message, or framing the chunk loop does not decide."""
+        body = side.body
+        assert body is not None
+        st = side.state
+        if st == S_BODY_LEN:
+            n = side.remaining
+            end = len(data)
+            if n > end:
+                body.data(data)
+                side.remaining = n - end
+                return b""
+            body.data(data if n == end else data[:n])
+            side.remaining = 0
+            self._end_message(side, complete=True)
+            return data[n:]
+        if st == S_BODY_CLOSE:
+            body.data(data)
             return b""
-        n = min(side.remaining, len(data))
-        side.body.data(data if n == len(data) else data[:n])
-        side.remaining -= n
-        if side.remaining == 0:
-            if side.state == S_BODY_LEN:
-                self._end_message(side, complete=True)
-            else:
+        return self._chunked_bytes(side, body, data)
+
+    def _chunked_bytes(self, side: _Direction, body: _Body, data: bytes) -> bytes:
+        """Chunk sizes as servers write them (hex digits, CRLF) and chunk data, within one
+        segment; the data of all chunks in the segment is handed on as one piece. Anything else
+        (the last chunk and trailers, extensions, odd line ends) is left to the general path."""
+        pieces: list[bytes] = []
+        end = len(data)
+        pos = 0
+        while pos < end:
+            st = side.state
+            if st == S_CHUNK_DATA:
+                n = side.remaining
+                if n >= end - pos:
+                    pieces.append(data[pos:] if pos else data)
+                    side.remaining = n - (end - pos)
+                    pos = end
+                    if side.remaining == 0:
+                        side.state = S_CHUNK_END
+                    break
+                pieces.append(data[pos:pos + n])
+                pos += n
+                side.remaining = 0
                 side.state = S_CHUNK_END
-        return data[n:]
+            elif st == S_CHUNK_END:
+                if data[pos:pos + 2] != b"\r\n":
+                    break
+                pos += 2
+                side.state = S_CHUNK_SIZE
+            elif st == S_CHUNK_SIZE:
+                m = _CHUNK_LINE.match(data, pos)
+                if m is None:
+                    break
+                size = int(m.group(1), 16)
+                if size == 0:
+                    break  # the last chunk and trailers: the general path
+                pos = m.end()
+                side.chunks += 1
+                side.remaining = size
+                side.state = S_CHUNK_DATA
+            else:
+                break
+        if pieces:
+            body.data(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        return data[pos:] if pos else data
 
     def gap(self, direction: int, length: int, ts: float) -> None:
         self.ts = ts
@@ -470,7 +585,8 @@ class HttpParser:
             if self.tunnel is not None:
                 self.tunnel.gap(direction, length, ts)
             return
-        # Bytes already buffered come before the hole.
+        # Bytes already buffered come before the hole (a header block is read as far as it goes).
+        side.line_by_line = True
         self._run(side)
         self._finish_pending(side)
         st = side.state
@@ -506,6 +622,7 @@ class HttpParser:
         for side in self.sides:
             if side.state == S_TUNNEL or side.state == S_DEAD:
                 continue
+            side.line_by_line = True  # a header block cut by the close is read as far as it goes
             self._run(side)
             if side.state == S_SNIFF:
                 self._sniff(side, final=True)
@@ -688,6 +805,8 @@ class HttpParser:
 
     def _skip_status_junk(self, side: _Direction) -> None:
         """Junk lines before a status line (" \\n", "SIP/2.0 200 ok\\n") are skipped."""
+        if side.buf[:5] == b"HTTP/":
+            return  # the usual case: nothing to skip
         head = bytes(side.buf[:256])
         n = len(head) - len(head.lstrip(_JUNK_PREFIX + b"\r\n"))
         if head[n:n + 5].upper() == b"HTTP/":
@@ -755,6 +874,8 @@ class HttpParser:
                 return True
             side.headers = []
             side.header_bytes = len(line)
+            side.line_by_line = False
+            side.block_scanned = 0
             side.state = S_HEADERS
             return True
         return self._junk(side, "http.request_line_invalid")
@@ -792,7 +913,7 @@ class HttpParser:
             side.body.data(original + (b"\n" if newline else b""))
             side.state = S_BODY_CLOSE
             return True
-        m = re.match(rb"(HTTP/[^\s]*)[\s\x00]*([0-9]+)?(?:[\s\x00]+(.*))?", stripped, re.I | re.S)
+        m = _STATUS_LINE.match(stripped)
         proto = _latin(m.group(1)) if m else "HTTP/?"
         code = int(m.group(2)) if m and m.group(2) and len(m.group(2)) == 3 else None
         if code is not None and code < 100:
@@ -815,6 +936,8 @@ class HttpParser:
             tx.status_text = _latin(m.group(3) or b"") if m else ""
         side.headers = []
         side.header_bytes = len(line)
+        side.line_by_line = False
+        side.block_scanned = 0
         side.state = S_HEADERS
         for piece in rest:
             if piece.strip(b" \t"):
@@ -848,6 +971,19 @@ class HttpParser:
 
     def _header_line(self, side: _Direction) -> bool:
         buf = side.buf
+        if not side.line_by_line and buf[:1] not in (b"\r", b"\n"):
+            # Wait for the whole block and, when every line is a plain "Name: value" line, parse
+            # it in one pass; otherwise (and at close or a gap) line by line below.
+            m = _HEADER_BLOCK_END.search(buf, max(0, side.block_scanned - 2))
+            if m is None:
+                side.block_scanned = len(buf)
+                if side.header_bytes + len(buf) <= self.max_header:
+                    return False
+            elif (side.header_bytes + m.end() <= self.max_header
+                  and _CLEAN_HEADER_BLOCK.fullmatch(buf, 0, m.start() + 1)):
+                self._header_block(side, m.start() - 1, m.end())
+                return True
+            side.line_by_line = True  # not plain: do not search this block again
         nl = buf.find(b"\n")
         if nl < 0:
             if side.header_bytes + len(buf) > self.max_header:
@@ -883,6 +1019,22 @@ class HttpParser:
             if not line:
                 return True
         return self._header_field(side, line)
+
+    def _header_block(self, side: _Direction, text_end: int, block_end: int) -> None:
+        """A header block of plain ``Name: value`` CRLF lines (checked by the caller): the
+        same headers, in one pass, that :meth:`_header_field` would give line by line."""
+        buf = side.buf
+        text = buf[:text_end].decode("latin-1")
+        del buf[:block_end]
+        side.header_bytes += block_end
+        side.nocolon = False
+        if "chunk" in text.lower():
+            side.chunk_hint = True
+        headers = side.headers
+        for line in text.split("\r\n"):
+            name, _, value = line.partition(":")
+            headers.append((name.lower(), value.strip(" \t")))
+        self._headers_done(side)
 
     def _header_field(self, side: _Direction, line: bytes) -> bool:
         if b"chunk" in line.lower():
@@ -1016,14 +1168,26 @@ class HttpParser:
             code = side.status
             if tx.method.upper() == "HEAD" or code in (204, 304) or 100 <= code < 200:
                 return "none", 0
-        te_values = [v for k, v in headers if k == "transfer-encoding"] or \
-            [v for k, v in headers if k == _LOOSE + "transfer-encoding"]
-        cl_values = [v for k, v in headers if k == "content-length"] or \
-            [v for k, v in headers if k == _LOOSE + "content-length"]
+        # One pass: the exact names, else their loose (junk-stripped) forms.
+        te_values: list[str] = []
+        cl_values: list[str] = []
+        loose_te: list[str] = []
+        loose_cl: list[str] = []
+        for k, v in headers:
+            if k == "transfer-encoding":
+                te_values.append(v)
+            elif k == "content-length":
+                cl_values.append(v)
+            elif k == _LOOSE_TE:
+                loose_te.append(v)
+            elif k == _LOOSE_CL:
+                loose_cl.append(v)
+        te_values = te_values or loose_te
+        cl_values = cl_values or loose_cl
         length = self._content_length(side, tx, cl_values)
         chunked = False
         if te_values:
-            tokens = [_TOKEN_JUNK.sub("", t.lower()) for v in te_values for t in re.split(r"[,;]", v)]
+            tokens = [_TOKEN_JUNK.sub("", t.lower()) for v in te_values for t in _TE_SPLIT.split(v)]
             tokens = [t for t in tokens if t]
             chunked = "chunked" in tokens
             if chunked and tokens[-1] != "chunked":
@@ -1066,7 +1230,7 @@ class HttpParser:
 
     @staticmethod
     def _looks_chunked(buf: bytearray) -> bool:
-        m = re.match(rb"[ \t\r\n]*[0-9a-fA-F]{1,16}[ \t]*(;[^\n]*)?\r?\n", bytes(buf[:200]))
+        m = _LOOKS_CHUNKED.match(bytes(buf[:200]))
         return m is not None
 
     def _content_length(self, side: _Direction, tx: Transaction, values: list[str]) -> int | None:
@@ -1227,10 +1391,7 @@ class HttpParser:
     def _resync(self, side: _Direction) -> bool:
         """Drop bytes until something that starts a message at the beginning of a line."""
         buf = side.buf
-        if side.direction == TO_CLIENT:
-            pat = re.compile(rb"(?:^|\n)(HTTP/1\.[019])", re.I)
-        else:
-            pat = re.compile(rb"(?:^|\n)([A-Z][A-Z-]{2,15} [^\s]+ HTTP/)")
+        pat = _RESYNC_RESPONSE if side.direction == TO_CLIENT else _RESYNC_REQUEST
         m = pat.search(bytes(buf))
         if m is None:
             keep = 32
@@ -1268,40 +1429,60 @@ class HttpParser:
         path = path.partition("?")[0].partition("#")[0]
         return decode_header_text(unquote_to_bytes(path))
 
-    def http_object(self, tx: Transaction) -> dict[str, Any]:
-        """The EVE ``http`` object (Suricata field names) for what is known of ``tx``."""
-        h: dict[str, Any] = {}
-        host = tx.header("host")
+    @staticmethod
+    def _request_view(tx: Transaction) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(host/url/method fields, request header fields) of the EVE http object; kept with
+        the transaction until its request headers change (the object is built several times)."""
+        if tx.req_view is not None and tx.req_view_of is tx.req_headers:
+            return tx.req_view
+        req: dict[str, str] = {}  # the first value of each wanted header, as tx.header()
+        for k, v in tx.req_headers:
+            if k in _REQ_WANTED and k not in req:
+                req[k] = v
+        head: dict[str, Any] = {}
+        host = req.get("host")
         if host is None and "://" in tx.uri[:12]:
             host = tx.uri.split("://", 1)[1].partition("/")[0]
         if host:
             name, port = split_host(_text(host))
-            h["hostname"] = name
+            head["hostname"] = name
             if port is not None:
-                h["http_port"] = port
+                head["http_port"] = port
         if tx.uri:
-            h["url"] = _text(tx.uri)
+            head["url"] = _text(tx.uri)
         if tx.method:
-            h["http_method"] = tx.method
+            head["http_method"] = tx.method
+        fields: dict[str, Any] = {}
+        for field_name, header in _REQ_FIELDS:
+            value = req.get(header)
+            if value is not None:
+                fields[field_name] = _text(value)
+        tx.req_view = (head, fields)
+        tx.req_view_of = tx.req_headers
+        return tx.req_view
+
+    def http_object(self, tx: Transaction) -> dict[str, Any]:
+        """The EVE ``http`` object (Suricata field names) for what is known of ``tx``."""
+        head, fields = self._request_view(tx)
+        h: dict[str, Any] = dict(head)
         proto = tx.protocol or tx.resp_protocol
         if proto:
             h["protocol"] = proto
         if tx.status is not None:
             h["status"] = tx.status
-        for field_name, header, response in (
-            ("http_user_agent", "user-agent", False),
-            ("http_refer", "referer", False),
-            ("request_content_type", "content-type", False),
-            ("http_content_type", "content-type", True),
-            ("redirect", "location", True),
-        ):
-            v = tx.header(header, response)
-            if v is not None:
-                h[field_name] = _text(v)
-        if "http_content_type" in h:
-            h["http_content_type"] = h["http_content_type"].split(";")[0].strip()
+        h.update(fields)
+        resp: dict[str, str] = {}
+        for k, v in tx.resp_headers:
+            if k in _RESP_WANTED and k not in resp:
+                resp[k] = v
+        ctype = resp.get("content-type")
+        if ctype is not None:
+            h["http_content_type"] = _text(ctype).split(";")[0].strip()
+        location = resp.get("location")
+        if location is not None:
+            h["redirect"] = _text(location)
         if tx.status == 206:
-            cr_value = tx.header("content-range", True)
+            cr_value = resp.get("content-range")
             cr = parse_content_range(_text(cr_value)) if cr_value is not None else None
             if cr is not None:
                 h["content_range"] = cr.as_eve()

@@ -19,6 +19,13 @@ Probes (``MATCH`` / ``NO`` / ``MAYBE`` = need more bytes):
 Parser errors are contained here (mitmproxy's ``safecall``): a parser that raises is
 counted (``applayer.parser_error``), reported as an anomaly and detached; the flow keeps its
 raw-stream matching.
+
+Once the protocol is decided the detecting parser steps out of the per-segment path: if it is
+the flow's parser (``ctx.flow.parser``), it puts the protocol parser itself there, so the
+pipeline's ``flow.parser.feed(...)`` reaches it with no forwarding call and no ``Guarded``
+call -- the pipeline's own ``try`` around every parser call contains errors the same way
+(``applayer.parser_error`` anomaly, parser detached). A detecting parser that is not the flow's
+parser (inside an HTTP tunnel) keeps forwarding through ``Guarded``.
 """
 
 from __future__ import annotations
@@ -266,6 +273,11 @@ class DetectingParser:
                 target.gap(direction, item, ts)
             else:
                 target.feed(direction, item, ts)
+        flow = self.ctx.flow
+        if not self.tunnel and flow.parser is self:
+            # Out of the per-segment path (see the module docstring): None when the parser
+            # already failed on the held bytes (it was detached and reported).
+            flow.parser = target.inner
 
     def _detect(self, final: bool) -> str | None:
         flow = self.ctx.flow

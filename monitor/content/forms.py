@@ -5,6 +5,8 @@
   RFC 2231/5987 ``filename*=UTF-8''%E8%A6%8B...`` and ``filename*0*`` continuations) and its
   bytes are streamed to a sink the caller provides (a child file). Part headers are capped
   and the number of parts is capped; hitting a cap is a problem (anomaly) and a counter.
+  Inside a part, a segment without a delimiter is written on as it is (two ``bytes.find``
+  passes decide; see ``MultipartParser._body_segment``).
 - :func:`urldecode` percent-decodes a form (``+`` is a space).
 - :func:`json_strings` returns every string value of a JSON document with its escapes
   (``\\uXXXX`` incl. surrogate pairs) decoded, falling back to a tolerant scanner for broken
@@ -72,6 +74,8 @@ def parse_params(value: str) -> tuple[str, dict[str, str]]:
     are joined in order.
     """
     head, _, rest = value.partition(";")
+    if not rest:
+        return head.strip().lower(), {}  # no parameters (most Content-Type values)
     plain: dict[str, str] = {}
     ext: dict[str, str] = {}
     pieces: dict[str, dict[int, tuple[bool, str]]] = {}
@@ -163,6 +167,8 @@ class MultipartParser:
     def __post_init__(self) -> None:
         self._dash = b"--" + self.boundary
         self._delim = b"\n" + self._dash
+        # A boundary without CR/LF: the delimiter's only LF is its first byte (_body_segment).
+        self._plain_boundary = b"\n" not in self.boundary and b"\r" not in self.boundary
         self._buf = bytearray()
         self._state = _PREAMBLE
         self._sink: PartSink | None = None
@@ -177,9 +183,43 @@ class MultipartParser:
     def feed(self, data: bytes) -> None:
         if self._state == _DONE or not data:
             return
+        if self._state == _BODY and self._body_segment(data):
+            return
         self._buf += data
         while self._step():
             pass
+
+    def _body_segment(self, data: bytes) -> bool:
+        """Inside a part, a segment with no delimiter in it: written on straight from the segment.
+
+        A delimiter can only start in the carried tail (at most ``len(delimiter) + 1`` bytes) or
+        lie wholly in the segment, so two C searches decide; when either finds one (the end of
+        the part, or "--boundary-more" inside the content) the general step loop takes over. Of
+        the segment only what may still begin a delimiter is carried: a final CR, or a final
+        "\\n--bou" prefix (usually nothing, so the segment itself is written, uncopied).
+        Returns False when it did not consume ``data``.
+        """
+        buf = self._buf
+        delim = self._delim
+        keep = len(delim) + 1
+        n = len(data)
+        if n <= keep or len(buf) > keep or not self._plain_boundary or data.find(delim) >= 0:
+            return False
+        if buf and (bytes(buf) + data[:keep]).find(delim) >= 0:
+            return False
+        hold = 0
+        j = data.rfind(b"\n", n - keep)
+        if j >= 0 and delim.startswith(data[j:]):
+            hold = n - j + (data[j - 1] == 0x0D)
+        elif data[-1] == 0x0D:
+            hold = 1
+        if self._sink is not None and not self._skip_part:
+            out = data[: n - hold] if hold else data
+            self._sink.write(bytes(buf) + out if buf else out)
+        buf.clear()
+        if hold:
+            buf += data[n - hold:]
+        return True
 
     def _step(self) -> bool:
         buf = self._buf

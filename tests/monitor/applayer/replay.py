@@ -29,14 +29,21 @@ class Replay:
     stats: Stats = field(default_factory=Stats)
     contexts: list[RecordingContext] = field(default_factory=list)
 
-    # StreamSink
+    # StreamSink (parser errors contained as Pipeline.on_data does: the detecting parser puts
+    # the protocol parser itself in flow.parser once it has decided)
     def on_data(self, flow: Flow, direction: int, data: bytes, ts: float) -> None:
         if flow.parser is not None:
-            flow.parser.feed(direction, data, ts)
+            try:
+                flow.parser.feed(direction, data, ts)
+            except Exception as exc:  # noqa: BLE001
+                parser_failed(flow, exc)
 
     def on_gap(self, flow: Flow, direction: int, length: int, ts: float) -> None:
         if flow.parser is not None:
-            flow.parser.gap(direction, length, ts)
+            try:
+                flow.parser.gap(direction, length, ts)
+            except Exception as exc:  # noqa: BLE001
+                parser_failed(flow, exc)
 
     def on_overlap(self, flow: Flow, direction: int, offset: int, kept: bytes, other: bytes, ts: float) -> None:
         pass
@@ -64,6 +71,12 @@ class Replay:
         return [b for c in self.contexts for b in c.event_bodies(event_type)]
 
 
+def parser_failed(flow: Flow, exc: Exception) -> None:
+    ctx: RecordingContext = flow.metadata["ctx"]
+    ctx.anomaly("applayer.parser_error", f"{getattr(flow.parser, 'name', '?')}: {type(exc).__name__}")
+    flow.parser = None
+
+
 def replay(path: str | Path, cfg: Config | None = None) -> Replay:
     cfg = cfg or default_config()
     r = Replay(cfg)
@@ -80,6 +93,7 @@ def replay(path: str | Path, cfg: Config | None = None) -> Replay:
         flow, direction, created = table.lookup(pkt)
         if created:
             ctx = RecordingContext(flow=flow, config=cfg, stats=r.stats)
+            flow.metadata["ctx"] = ctx
             r.contexts.append(ctx)
             flows.append(flow)
             if flow.proto == PROTO_TCP:
@@ -89,12 +103,15 @@ def replay(path: str | Path, cfg: Config | None = None) -> Replay:
         if pkt.proto == PROTO_TCP:
             reasm.packet(flow, direction, pkt)
         elif pkt.payload and flow.parser is not None:
-            flow.parser.feed(direction, pkt.payload, pkt.ts)
+            r.on_data(flow, direction, pkt.payload, pkt.ts)
     for flow in flows:
         if flow.proto == PROTO_TCP:
             reasm.close(flow, last_ts)
         if flow.parser is not None:
-            flow.parser.close(last_ts)
+            try:
+                flow.parser.close(last_ts)
+            except Exception as exc:  # noqa: BLE001
+                parser_failed(flow, exc)
     return r
 
 

@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""Micro-benchmark of the HTTP path: detection -> HTTP/1.x framing -> codings/multipart -> file.
+
+A deterministic (seeded) HTTP connection per workload is fed in MSS-sized segments through the
+parser the pipeline would run (``registry.new_tcp_parser``), called the way
+``Pipeline.on_data`` calls it (``flow.parser.feed`` under a ``try``, the attribute read again for
+every segment, so a parser that replaces itself in ``flow.parser`` once the protocol is decided
+is measured as such). Contexts:
+
+- ``real``: the pipeline's work minus detection -- real :class:`~monitor.files.FileObject` s
+  (SHA-256 + MD5, content buffer) with a listener that drops the bytes;
+- ``recording``: ``tests.factories.RecordingContext`` (what the unit tests use; real files);
+- ``null``: files that only count bytes (no hashes, no buffer): the parsers' own cost.
+
+Each workload also times its floors on the same bytes: ``FileObject.write`` of the decoded body in
+segment-sized writes, SHA-256 + MD5 alone, and for gzip ``zlib`` inflating the same segments.
+
+    python3 bench/http_bench.py [--mbytes 16] [--segment 1448] [--repeat 3]
+        [--only cl,chunked,...] [--contexts null,real,recording] [--profile out.prof]
+
+Prints, per workload and stage: best CPU seconds (``time.process_time``; the build machines are
+shared and wall time swings with their load) of --repeat, and MB/s of the connection's bytes
+(both directions, headers and framing included: "stream") and of the decoded body bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import gzip
+import hashlib
+import random
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from monitor.applayer import registry  # noqa: E402
+from monitor.config import Config  # noqa: E402
+from monitor.files import FileObject  # noqa: E402
+from monitor.model import TO_CLIENT, TO_SERVER  # noqa: E402
+from monitor.stats import Stats  # noqa: E402
+from tests.factories import RecordingContext, tflow  # noqa: E402
+
+EN = ("the quarterly report lists the supplier parts and delivery dates for the program office "
+      "see attached drawings rev C and the test plan ").split()
+JA = "調達 情報 セキュリティ 基準 に 基づき 設計 図面 を 送付 します 試験 計画 の 改訂 版 です".split()
+WORKLOADS = ("cl", "cl-upload", "chunked", "chunked-small", "multipart", "gzip", "small")
+
+
+class _DropListener:
+    def on_file_data(self, f: FileObject, data: bytes) -> None:
+        pass
+
+    def on_file_gap(self, f: FileObject, length: int) -> None:
+        pass
+
+    def on_file_close(self, f: FileObject) -> None:
+        pass
+
+
+class _CountingFile:
+    """Stands in for FileObject where only the parser's own cost is measured (no hashes, no buffer)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.sha256 = "-"
+        self.state = "OPEN"
+        self.depth = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+
+    def gap(self, length: int) -> None:
+        self.size += length
+
+    def close(self, state: str | None = None) -> None:
+        self.state = state or "CLOSED"
+
+
+class BenchContext:
+    """An AppContext doing the pipeline's work minus detection."""
+
+    def __init__(self, real_files: bool = True) -> None:
+        self.real_files = real_files
+        self.flow = tflow(sport=80)
+        self.config = Config()
+        self.stats = Stats()
+        self.files: list[Any] = []
+        self.inspected = 0
+        self.events = 0
+        self.listener = _DropListener()
+
+    def event(self, event_type: str, body: dict[str, Any], **_: Any) -> None:
+        self.events += 1
+
+    def tx_info(self, tx_id: int, body: dict[str, Any]) -> None:
+        pass
+
+    def anomaly(self, kind: str, detail: str = "", **_: Any) -> None:
+        self.stats.incr("applayer.anomaly", type=kind)
+
+    def open_file(self, direction: int, **kw: Any) -> Any:
+        if not self.real_files:
+            stub = _CountingFile()
+            self.files.append(stub)
+            return stub
+        kw.pop("declared_size", None)
+        parent = kw.get("parent")
+        f = FileObject(self.flow, direction, max_buffer=self.config.content.max_buffer,
+                       listener=self.listener, depth=(parent.depth + 1) if parent else 0, **kw)
+        self.files.append(f)
+        return f
+
+    def inspect(self, data: bytes, **_: Any) -> None:
+        self.inspected += len(data)
+
+    def set_app_proto(self, name: str) -> None:
+        self.flow.app_proto = name
+
+    def learn_name(self, addr: bytes, name: str, source: str) -> None:
+        pass
+
+    def expect(self, **_: Any) -> None:
+        pass
+
+    def tls(self, info: dict[str, Any]) -> None:
+        pass
+
+
+# ------------------------------------------------------------ workloads
+
+
+def _text(rng: random.Random, size: int) -> bytes:
+    """Mixed English/Japanese UTF-8 lines (compresses ~3-4x with gzip, like documents and pages)."""
+    lines: list[bytes] = []
+    total = 0
+    while total < size:
+        words = rng.choices(JA if rng.random() < 0.4 else EN, k=rng.randint(6, 30))
+        line = " ".join(words).encode("utf-8")[:200]
+        lines.append(line)
+        total += len(line) + 2
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+def _binary(rng: random.Random, size: int) -> bytes:
+    """Office/archive-like content: random bytes (incompressible) with text runs."""
+    return rng.randbytes(size)
+
+
+REQ = (b"GET /files/drawing-rev-c.bin HTTP/1.1\r\nHost: files.example.com\r\n"
+       b"User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64)\r\nAccept: */*\r\n"
+       b"Accept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\n\r\n")
+
+
+def _resp_head(extra: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 01 Apr 2024 09:00:00 GMT\r\n"
+            b"Connection: keep-alive\r\n" + extra + b"\r\n")
+
+
+def _chunked(rng: random.Random, body: bytes, small: bool = False) -> bytes:
+    out: list[bytes] = []
+    i = 0
+    while i < len(body):
+        if small:  # a streaming server flushing small writes
+            n = rng.randint(256, 2048)
+        else:
+            n = rng.choice((1024, 4096, 8000, 8192, 16384, 32768, rng.randint(1, 40000)))
+        piece = body[i:i + n]
+        out.append(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        i += n
+    out.append(b"0\r\n\r\n")
+    return b"".join(out)
+
+
+def build(kind: str, size: int) -> tuple[list[tuple[int, bytes]], int]:
+    """(connection as (direction, stream bytes) runs, decoded body bytes)."""
+    rng = random.Random(f"http-bench-{kind}")
+    if kind == "cl":
+        body = _binary(rng, size)
+        resp = _resp_head(b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n" % len(body))
+        return [(TO_SERVER, REQ), (TO_CLIENT, resp + body)], len(body)
+    if kind == "cl-upload":
+        body = _binary(rng, size)
+        req = (b"PUT /upload/drawing-rev-c.bin HTTP/1.1\r\nHost: files.example.com\r\n"
+               b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(body))
+        return [(TO_SERVER, req + body), (TO_CLIENT, _resp_head(b"Content-Length: 0\r\n"))], len(body)
+    if kind in ("chunked", "chunked-small"):
+        body = _binary(rng, size)
+        resp = _resp_head(b"Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n")
+        return [(TO_SERVER, REQ), (TO_CLIENT, resp + _chunked(rng, body, kind == "chunked-small"))], len(body)
+    if kind == "multipart":
+        boundary = b"----WebKitFormBoundary7MA4YWxkTrZu0gW"
+        payload = _binary(rng, size)
+        fields = b"".join(
+            b"--" + boundary + b'\r\nContent-Disposition: form-data; name="f%d"\r\n\r\n' % i
+            + _text(rng, 200) for i in range(3))
+        body = (fields + b"--" + boundary
+                + b'\r\nContent-Disposition: form-data; name="file"; filename="drawing-rev-c.docx"\r\n'
+                  b"Content-Type: application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+                  b"\r\n\r\n" + payload + b"\r\n--" + boundary + b"--\r\n")
+        req = (b"POST /upload HTTP/1.1\r\nHost: files.example.com\r\n"
+               b"Content-Type: multipart/form-data; boundary=" + boundary
+               + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+        return [(TO_SERVER, req + body), (TO_CLIENT, _resp_head(b"Content-Length: 0\r\n"))], len(body)
+    if kind == "gzip":
+        plain = _text(rng, size)
+        coded = gzip.compress(plain, 6, mtime=0)
+        resp = _resp_head(b"Content-Type: text/html; charset=utf-8\r\nContent-Encoding: gzip\r\n"
+                          b"Content-Length: %d\r\n" % len(coded))
+        return [(TO_SERVER, REQ), (TO_CLIENT, resp + coded)], len(plain)
+    if kind == "small":
+        # Keep-alive page loads: many transactions of a few KB (header parsing dominates).
+        steps: list[tuple[int, bytes]] = []
+        total = decoded = 0
+        n = 0
+        while total < size:
+            body = _binary(rng, rng.randint(200, 12000))
+            req = REQ.replace(b"drawing-rev-c.bin", b"asset-%d.js" % n)
+            resp = _resp_head(b"Content-Type: application/javascript\r\nContent-Length: %d\r\n"
+                              b"Cache-Control: max-age=3600\r\nETag: \"%x\"\r\n" % (len(body), n))
+            steps += [(TO_SERVER, req), (TO_CLIENT, resp + body)]
+            total += len(req) + len(resp) + len(body)
+            decoded += len(body)
+            n += 1
+        return steps, decoded
+    raise SystemExit(f"unknown workload {kind}")
+
+
+def segments(runs: list[tuple[int, bytes]], mss: int) -> list[tuple[int, bytes]]:
+    return [(d, data[i:i + mss]) for d, data in runs for i in range(0, len(data), mss)]
+
+
+# ------------------------------------------------------------ stages
+
+
+def run_http(steps: list[tuple[int, bytes]], context: str = "real") -> Any:
+    ctx: Any = RecordingContext(flow=tflow(sport=80)) if context == "recording" else \
+        BenchContext(real_files=context == "real")
+    flow = ctx.flow
+    flow.parser = registry.new_tcp_parser(ctx)
+    for d, data in steps:
+        # As Pipeline.on_data: the parser is read from the flow for every segment.
+        parser = flow.parser
+        if parser is not None:
+            try:
+                parser.feed(d, data, 1.0)
+            except Exception:  # noqa: BLE001 - as the pipeline
+                flow.parser = None
+    if flow.parser is not None:
+        flow.parser.close(2.0)
+    return ctx
+
+
+def run_file(chunks: list[bytes]) -> str | None:
+    f = FileObject(None, TO_SERVER, listener=_DropListener())
+    for c in chunks:
+        f.write(c)
+    f.close()
+    return f.sha256
+
+
+def run_hashes(chunks: list[bytes]) -> str:
+    s = hashlib.sha256()
+    m = hashlib.md5()  # noqa: S324
+    for c in chunks:
+        s.update(c)
+        m.update(c)
+    return s.hexdigest() + m.hexdigest()
+
+
+def run_zlib(chunks: list[bytes]) -> int:
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    return sum(len(d.decompress(c)) for c in chunks)
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return min(times)
+
+
+def _check(kind: str, ctx: Any, decoded: int) -> None:
+    """The run decoded what it should (so a fast figure is never a broken parse)."""
+    files = ctx.files
+    if kind == "small":
+        got = sum(f.size for f in files)
+        assert got == decoded, (kind, got, decoded)
+    else:
+        biggest = max((f.size for f in files), default=0)
+        want = decoded if kind != "multipart" else decoded - 2000
+        assert biggest >= want * 0.99, (kind, biggest, decoded)
+    for f in files:
+        assert f.state == "CLOSED", (kind, f.state)
+        if isinstance(f, FileObject) and f.size:
+            assert f.sha256, kind
+    anomalies = ctx.stats.total("applayer.anomaly")
+    assert anomalies == 0, (kind, ctx.stats.snapshot())
+
+
+def bench_workload(kind: str, size: int, args: argparse.Namespace) -> None:
+    runs, decoded = build(kind, size)
+    steps = segments(runs, args.segment)
+    wire = sum(len(d) for _, d in steps)
+    for context in args.contexts.split(","):
+        _check(kind, run_http(steps, context), decoded)
+    ctx = run_http(steps, "real")
+    body = max(ctx.files, key=lambda f: f.size)
+    plain = _chunks(body.buffer or b"", args.segment) if kind != "small" else \
+        [c for f in ctx.files for c in _chunks(f.buffer or b"", args.segment)]
+    mb = wire / 1e6
+
+    def show(stage: str, seconds: float, nbytes: float = mb) -> None:
+        if nbytes == mb:  # a parser stage: MB/s of the stream, and of the decoded body bytes
+            rates = f"{mb / seconds:9.1f} {decoded / 1e6 / seconds:9.1f}"
+        else:
+            rates = f"{'':>9} {nbytes / seconds:9.1f}"
+        print(f"{kind:<13} {stage:<24} {seconds:8.3f} {rates}", flush=True)
+
+    for context in args.contexts.split(","):
+        label = {"real": "http+file", "null": "http (file stub)", "recording": "http+RecordingContext"}[context]
+        show(label, best(lambda c=context: run_http(steps, c), args.repeat))  # type: ignore[misc]
+    if not args.no_floors:
+        show("FileObject.write", best(lambda: run_file(plain), args.repeat), decoded / 1e6)
+        show("sha256+md5 (floor)", best(lambda: run_hashes(plain), args.repeat), decoded / 1e6)
+        if kind == "gzip":
+            start = runs[1][1].find(b"\r\n\r\n") + 4
+            coded = _chunks(runs[1][1][start:], args.segment)
+            show("zlib inflate (floor)", best(lambda: run_zlib(coded), args.repeat), mb)
+    if args.profile:
+        cProfile.runctx("run_http(steps, 'real')", globals(), {"run_http": run_http, "steps": steps},
+                        args.profile)
+        args.profile = None
+
+
+def _chunks(data: bytes | bytearray, n: int) -> list[bytes]:
+    return [bytes(data[i : i + n]) for i in range(0, len(data), n)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mbytes", type=float, default=16, help="body size in MB (default 16)")
+    ap.add_argument("--segment", type=int, default=1448, help="TCP segment size (default 1448)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default=",".join(WORKLOADS))
+    ap.add_argument("--contexts", default="null,real,recording")
+    ap.add_argument("--no-floors", action="store_true")
+    ap.add_argument("--profile", help="write a cProfile of the real-context run of the first workload")
+    args = ap.parse_args(argv)
+    size = int(args.mbytes * 1e6)
+    print(f"segment {args.segment} B, body ~{args.mbytes:g} MB, best CPU time of {args.repeat}")
+    print(f"{'workload':<13} {'stage':<24} {'cpu s':>8} {'stream':>9} {'decoded':>9}  (MB/s)")
+    for kind in args.only.split(","):
+        bench_workload(kind, size, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
