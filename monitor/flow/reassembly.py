@@ -11,15 +11,20 @@ How it works
   unwrapped to the value nearest the highest offset seen, so 32-bit wraparound and
   multi-gigabyte transfers need no special casing.
 - In order (the common case): bytes at the delivery point go straight to ``sink.on_data``.
-  Nothing is buffered to look at a whole flow.
+  Nothing is buffered to look at a whole flow. Under the default ``first`` policy without a
+  depth limit, ``packet`` recognises such a segment by comparing its sequence number with the
+  stream's expected one (``Stream.nseq``) and hands the payload on without unwrapping, copying
+  or queueing it; a pure ACK costs two attribute stores. Everything else takes the general path.
 - Out of order: segments beyond a hole wait in a sorted, non-overlapping list, bounded per
   direction (``stream.per_flow_memcap``) and globally (``stream.memcap``).
 - Holes: a hole is skipped (``sink.on_gap``, counted) when the receiver acknowledges bytes
-  beyond it (they were lost by the capture, not the network), when it has waited
+  beyond it (acknowledgements are noted raw and unwrapped only when segments wait) (they were lost by the capture, not the network), when it has waited
   ``stream.gap_wait`` or ``stream.gap_wait_bytes`` have queued behind it, when a memcap is
   hit, or when the flow ends.
-- Retransmissions: a recent window of delivered bytes is kept; a retransmission carrying the
-  same bytes is dropped and counted; different bytes are an overlap with different data.
+- Retransmissions: a recent window of delivered bytes is kept (references to the delivered
+  payloads, contiguous up to the delivery point, so no offsets are stored); a retransmission
+  carrying the same bytes is dropped and counted; different bytes are an overlap with
+  different data.
 - Overlaps: decided per overlapped segment by ``stream.overlap_policy`` (target-based
   reassembly after Novak & Sturges): ``first`` old bytes win; ``last`` new bytes win; ``bsd``
   and ``windows`` new bytes win only when the new segment starts before the old one;
@@ -40,7 +45,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from monitor.config import Config
 from monitor.model import TH_ACK, TH_FIN, TH_RST, TH_SYN, TH_URG, Flow, Packet
@@ -48,7 +53,14 @@ from monitor.stats import Stats
 
 _M32 = 0xFFFFFFFF
 _HALF = 1 << 31
-# Delivered bytes kept per direction to tell a true retransmission from different data.
+# Flags that send a segment down the general path (they move the base, end or urgent bytes).
+_SLOW_FLAGS = TH_SYN | TH_FIN | TH_RST | TH_URG
+# ``Stream.nseq`` when the fast path must not be taken (no base yet, closed, or not allowed).
+_NO_SEQ = -1
+# Shared empty stand-in for a stream's waiting-segment and urgent lists until it needs one.
+_NONE: Any = ()
+# Delivered bytes kept per direction to tell a true retransmission from different data (at
+# least this much once delivered, at most twice: the window is trimmed in batches).
 RECENT_WINDOW = 16 * 1024
 # Urgent-byte positions remembered per direction (more: counted, kept inline).
 MAX_OOB = 64
@@ -74,25 +86,31 @@ class StreamSink(Protocol):
 class Stream:
     """One direction of a TCP connection."""
 
-    __slots__ = ("base", "next", "high", "pend", "pend_bytes", "recent", "recent_bytes", "acked",
-                 "stall_since", "fin", "delivered", "depth_hit", "gaps", "gap_bytes", "oob", "closed")
+    __slots__ = ("base", "next", "nseq", "high", "pend", "pend_bytes", "recent", "recent_bytes", "acked", "ack_seq", "stall_since", "fin", "delivered", "depth_hit", "gaps", "gap_bytes", "oob",
+                 "closed")
 
     def __init__(self) -> None:
         self.base: int | None = None  # sequence number of offset 0
         self.next = 0  # next offset to deliver; everything below was delivered or skipped
+        # The 32-bit sequence number of ``next`` while the fast path may deliver, else _NO_SEQ.
+        self.nseq = _NO_SEQ
         self.high = 0  # highest segment end seen (the unwrap reference)
-        self.pend: list[tuple[int, bytes]] = []  # waiting segments, sorted, non-overlapping
+        # Waiting segments, sorted, non-overlapping (the shared empty _NONE until the first one).
+        self.pend: list[tuple[int, bytes]] = _NONE
         self.pend_bytes = 0
-        self.recent: deque[tuple[int, bytes]] = deque()  # delivered segments, newest last
+        # Payloads delivered last, oldest first, ending at ``next`` without holes (a skipped gap
+        # empties it): their offsets follow from ``next`` and the lengths.
+        self.recent: deque[bytes] | None = None
         self.recent_bytes = 0
-        self.acked = 0  # highest offset the receiver acknowledged
+        self.acked = 0  # highest offset the receiver acknowledged (as far as it mattered)
+        self.ack_seq: int | None = None  # the receiver's latest acknowledgement number, raw
         self.stall_since: float | None = None  # since when waiting segments made no progress
         self.fin: int | None = None  # offset of the FIN
-        self.delivered = 0  # bytes handed to the sink (depth accounting)
+        self.delivered = 0  # bytes handed to the sink (kept for the depth limit only)
         self.depth_hit = False
         self.gaps = 0
         self.gap_bytes = 0
-        self.oob: list[int] = []  # offsets of urgent bytes to take out of the stream
+        self.oob: list[int] = _NONE  # offsets of urgent bytes to take out of the stream
         self.closed = False
 
     def unwrap(self, seq: int) -> int:
@@ -123,6 +141,8 @@ class TcpReassembler:
         self.sink = sink
         self.policy = sc.overlap_policy
         self.immediate = sc.overlap_policy == "first"
+        # In-order segments may skip the general path (no depth to count, nothing to wait for).
+        self.fast = self.immediate and not sc.depth
         self.memcap = sc.memcap
         self.flow_memcap = sc.per_flow_memcap
         self.depth = sc.depth
@@ -130,6 +150,8 @@ class TcpReassembler:
         self.gap_wait_bytes = max(1, sc.gap_wait_bytes)
         self.oob = sc.urgent_policy == "oob"
         self.recent_window = min(RECENT_WINDOW, sc.per_flow_memcap)
+        # The window is trimmed back to ``recent_window`` once it exceeds this (not per segment).
+        self.recent_trim = 2 * self.recent_window
         self.held = 0  # bytes held by all streams (waiting + recent), against ``memcap``
         # Flows with segments waiting behind a hole, so timers visit only those.
         self.waiting: dict[int, Flow] = {}
@@ -141,23 +163,81 @@ class TcpReassembler:
         if streams is None:
             streams = flow.streams = (Stream(), Stream())
         s = streams[direction]
+        flags = pkt.tcp_flags
+        payload = pkt.payload
+        if not payload:
+            if flags & TH_ACK:
+                # The acknowledgement is noted raw, looked at only when bytes wait on the other side.
+                streams[direction ^ 1].ack_seq = pkt.ack
+            if flags & (TH_SYN | TH_FIN | TH_RST):
+                self._general(flow, direction, s, pkt, flags)
+            elif not (s.pend or streams[direction ^ 1].pend):
+                return  # a pure ACK with nothing waiting: done
+            self._after(flow, direction, streams, s, pkt)
+            return
+        seq = pkt.seq
+        if seq != s.nseq or flags & _SLOW_FLAGS:
+            self._general(flow, direction, s, pkt, flags)
+            if flags & TH_ACK:
+                streams[direction ^ 1].ack_seq = pkt.ack
+            self._after(flow, direction, streams, s, pkt)
+            return
+        # The fast path: exactly the next expected bytes, nothing waiting, no urgent data
+        # (``nseq`` is _NO_SEQ otherwise; see the module notes). ``high`` catches up with
+        # ``next`` when the general path next needs it. Short jumps and plain attribute
+        # calls keep CPython's specialised instructions in use here.
+        n = len(payload)
+        s.next += n
+        s.nseq = (seq + n) & _M32
+        # _remember, inlined: the payload joins the recent window.
+        recent = s.recent
+        held = self.held + n
+        if recent is not None and held <= self.memcap:
+            recent.append(payload)
+            self.held = held
+            s.recent_bytes += n
+            if s.recent_bytes > self.recent_trim:
+                self._trim(s)
+        else:
+            self._remember(s, payload)
+        self.sink.on_data(flow, direction, payload, pkt.ts)
+        if flags & TH_ACK:
+            peer = streams[direction ^ 1]
+            peer.ack_seq = pkt.ack
+            if peer.pend:
+                self._after(flow, direction, streams, s, pkt)
+
+    def _after(self, flow: Flow, direction: int, streams: tuple[Stream, Stream], s: Stream, pkt: Packet) -> None:
+        """After a packet: its acknowledgement may release or skip bytes waiting on the other
+        side, and this side's waiting bytes may have waited long enough."""
+        if pkt.tcp_flags & TH_ACK:
+            peer = streams[direction ^ 1]
+            if peer.pend:
+                self._acked(flow, direction ^ 1, peer, pkt.ts)
+        if s.pend:
+            self._check_stall(flow, direction, s, pkt.ts)
+
+    def _general(self, flow: Flow, direction: int, s: Stream, pkt: Packet, flags: int) -> None:
+        """Everything but an in-order segment: SYN, FIN, RST, urgent data, holes, overlaps."""
         if s.closed:
             return
-        flags = pkt.tcp_flags
+        if s.next > s.high:
+            s.high = s.next  # the fast path leaves ``high`` behind
         seq = pkt.seq
         if flags & TH_SYN:
             if s.base is None or (s.next == 0 and s.high == 0 and not s.pend):
                 s.base = (seq + 1) & _M32
+                self._sync(s)
             elif (seq + 1) & _M32 != s.base:
                 self.stats.incr("stream.syn_seq_mismatch")
             seq = (seq + 1) & _M32  # data on a SYN starts after it
         payload = pkt.payload
         if s.base is None:
             if not payload and not flags & TH_FIN:
-                # A bare ACK/RST tells us nothing about where this direction's data starts.
-                self._ack(flow, direction, streams, pkt, flags)
+                # A bare RST tells us nothing about where this direction's data starts.
                 return
             s.base = seq
+            self._sync(s)
             self.stats.incr("stream.midstream_pickup")
         off = s.unwrap(seq)
         if payload:
@@ -168,23 +248,36 @@ class TcpReassembler:
             s.fin = off + len(payload)
         if flags & TH_RST:
             self.stats.incr("stream.rst")
-        self._ack(flow, direction, streams, pkt, flags)
-        if s.pend:
-            self._check_stall(flow, direction, s, pkt.ts)
 
-    def _ack(self, flow: Flow, direction: int, streams: tuple[Stream, Stream], pkt: Packet,
-             flags: int) -> None:
-        """This packet acknowledges the other direction: may release or skip its waiting bytes."""
-        if not flags & TH_ACK:
-            return
-        peer = streams[1 - direction]
-        if peer.base is None or peer.closed:
-            return
-        a = peer.unwrap(pkt.ack)
-        if a > peer.acked and a <= peer.high + 1:
-            peer.acked = a
-            if peer.pend:
-                self._advance(flow, 1 - direction, peer, pkt.ts, force=False)
+    def _sync(self, s: Stream) -> None:
+        """Recompute ``s.nseq``: call after ``base``, ``next``, ``pend``, ``oob`` or ``closed`` changed.
+
+        The fast path may deliver only when the policy allows it, the stream has a base and is
+        open, and no segment or urgent byte waits.
+        """
+        if self.fast and s.base is not None and not s.closed and not s.pend and not s.oob:
+            s.nseq = (s.base + s.next) & _M32
+        else:
+            s.nseq = _NO_SEQ
+
+    def _acked(self, flow: Flow, direction: int, s: Stream, ts: float) -> None:
+        """Bytes wait in ``s``: its receiver's acknowledgement may release or skip them."""
+        if self._take_ack(s):
+            self._advance(flow, direction, s, ts, force=False)
+
+    @staticmethod
+    def _take_ack(s: Stream) -> bool:
+        """Fold the raw acknowledgement into ``s.acked``; True if it moved forward."""
+        raw = s.ack_seq
+        if raw is None or s.base is None or s.closed:
+            return False
+        if s.next > s.high:
+            s.high = s.next  # the fast path leaves ``high`` behind
+        a = s.unwrap(raw)
+        if a > s.acked and a <= s.high + 1:
+            s.acked = a
+            return True
+        return False
 
     def _mark_urgent(self, s: Stream, offset: int) -> None:
         if offset in s.oob or offset < s.next:
@@ -192,7 +285,10 @@ class TcpReassembler:
         if len(s.oob) >= MAX_OOB:
             self.stats.incr("stream.urgent_overflow")
             return
+        if s.oob is _NONE:
+            s.oob = []
         bisect.insort(s.oob, offset)
+        self._sync(s)
         self.stats.incr("stream.urgent_removed")
 
     def _segment(self, flow: Flow, direction: int, s: Stream, off: int, data: bytes, ts: float) -> None:
@@ -223,7 +319,9 @@ class TcpReassembler:
         end = off + len(data)
         covered = 0
         differs = False
-        for r_off, r_data in s.recent:
+        r_end = s.next - s.recent_bytes
+        for r_data in s.recent or ():
+            r_off = r_end
             r_end = r_off + len(r_data)
             if r_end <= off or r_off >= end:
                 continue
@@ -322,7 +420,10 @@ class TcpReassembler:
             self._drop_recent(s)
             if self.held + grow > self.memcap:
                 return self._overflow(flow, direction, s, segs, i, j, ts)
+        if s.pend is _NONE:
+            s.pend = []
         s.pend[i:j] = segs
+        self._sync(s)
         s.pend_bytes += grow
         self.held += grow
         if s.stall_since is None:
@@ -348,7 +449,10 @@ class TcpReassembler:
             if not s.pend and off == s.next and self.immediate:
                 self._deliver(flow, direction, s, off, data, ts)
             elif s.pend_bytes + len(data) <= self.flow_memcap and self.held + len(data) <= self.memcap:
+                if s.pend is _NONE:
+                    s.pend = []
                 s.pend.append((off, data))
+                self._sync(s)
                 s.pend_bytes += len(data)
                 self.held += len(data)
             else:
@@ -377,6 +481,8 @@ class TcpReassembler:
         A hole is skipped when ``force`` or when the receiver acknowledged past it; under
         non-first policies unacknowledged bytes wait unless ``force``.
         """
+        if not force:
+            self._take_ack(s)
         pend = s.pend
         progressed = False
         k = 0
@@ -387,6 +493,7 @@ class TcpReassembler:
                     break
                 self._gap(flow, direction, s, off - s.next, ts)
                 s.next = off
+                self._sync(s)
             end = off + len(data)
             if not force and not self.immediate and end > s.acked:
                 break
@@ -401,12 +508,14 @@ class TcpReassembler:
             del pend[:k]
             s.pend_bytes -= released
             self.held -= released
+            self._sync(s)
         if not pend:
             s.stall_since = None
         elif progressed:
             s.stall_since = ts
 
     def _gap(self, flow: Flow, direction: int, s: Stream, length: int, ts: float) -> None:
+        self._drop_recent(s)  # the recent window must end at the delivery point, without holes
         s.gaps += 1
         s.gap_bytes += length
         flow.gaps += 1
@@ -419,9 +528,10 @@ class TcpReassembler:
     def _deliver(self, flow: Flow, direction: int, s: Stream, off: int, data: bytes, ts: float) -> None:
         end = off + len(data)
         s.next = end
-        self._remember(s, off, data)
+        self._remember(s, data)
         if s.oob and s.oob[0] < end:
             data = self._strip_urgent(s, off, data)
+        self._sync(s)
         if self.depth:
             room = self.depth - s.delivered
             if len(data) >= room:
@@ -452,29 +562,48 @@ class TcpReassembler:
         s.oob = keep
         return b"".join(out)
 
-    def _remember(self, s: Stream, off: int, data: bytes) -> None:
-        window = self.recent_window
-        if not window or self.held + len(data) > self.memcap:
+    def _remember(self, s: Stream, data: bytes) -> None:
+        """Keep ``data``, just delivered up to ``s.next``, in the recent window (see the fast path)."""
+        if not self.recent_window:
+            return
+        n = len(data)
+        if self.held + n > self.memcap:
+            self._drop_recent(s)  # over the global cap: keep nothing rather than a window with holes
             return
         recent = s.recent
-        recent.append((off, data))
-        s.recent_bytes += len(data)
-        self.held += len(data)
-        while s.recent_bytes > window and len(recent) > 1:
-            _, old = recent.popleft()
-            s.recent_bytes -= len(old)
-            self.held -= len(old)
+        if recent is None:
+            recent = s.recent = deque()
+        recent.append(data)
+        s.recent_bytes += n
+        self.held += n
+        if s.recent_bytes > self.recent_trim:
+            self._trim(s)
+
+    def _trim(self, s: Stream) -> None:
+        """Drop the oldest payloads until the window is back to ``recent_window`` (the newest stays)."""
+        recent = s.recent
+        assert recent is not None
+        window = self.recent_window
+        dropped = 0
+        have = s.recent_bytes
+        while have - dropped > window and len(recent) > 1:
+            dropped += len(recent.popleft())
+        s.recent_bytes = have - dropped
+        self.held -= dropped
 
     def _drop_recent(self, s: Stream) -> None:
-        self.held -= s.recent_bytes
-        s.recent.clear()
+        if s.recent:
+            self.held -= s.recent_bytes
+            s.recent.clear()
         s.recent_bytes = 0
 
     def _release(self, s: Stream) -> None:
         self._drop_recent(s)
         self.held -= s.pend_bytes
-        s.pend.clear()
+        if s.pend:
+            s.pend.clear()
         s.pend_bytes = 0
+        self._sync(s)
         s.stall_since = None
 
     # ------------------------------------------------------------------ timers and end
@@ -513,4 +642,5 @@ class TcpReassembler:
                 s.next = s.fin
             self._release(s)
             s.closed = True
+            s.nseq = _NO_SEQ
         self.waiting.pop(flow.flow_id, None)

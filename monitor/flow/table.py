@@ -1,31 +1,40 @@
-"""The flow table: bidirectional flows keyed by protocol, VLAN tags and the two endpoints.
+"""The flow table: bidirectional flows keyed by the two endpoints, protocol and VLAN tags.
 
 Design notes
-- Key: ``(proto, vlan, lower (addr, port), higher (addr, port))`` so both directions find the
-  same entry with one tuple build and one dict lookup.
+- Key: ``(low addr, high addr, low port, high port, proto, vlan)``, the lower endpoint first,
+  so both directions find the same flow with one tuple build and one dict lookup. Flows are
+  :class:`TableFlow` objects, a Flow subclass whose extra slots carry the table's bookkeeping
+  (key, timeout class, TCP flags seen, client ISN), so a flow costs no further object; the
+  packet's direction falls out of the same comparison that ordered the key.
 - Client: the sender of a SYN without ACK; a SYN/ACK seen first makes its receiver the
   client; otherwise (mid-stream pickup, UDP) the sender of the first packet.
 - Byte counts are frame bytes as captured on the wire (``wire_len``, falling back to the
   captured frame length), the figure ``tshark -q -z conv,tcp`` reports and Suricata's
   ``bytes_toserver``/``bytes_toclient`` carry.
-- Expiry: each idle-timeout class (new, established, closed, udp, other) has its own
-  least-recently-seen ordered dict, so ``expire(now)`` only looks at flows that are due plus
-  one per class, never at every flow.
-- Memory: ``flow.memcap`` divided by a per-flow estimate (the flow object, its key and table
-  slots, a small reassembly state) gives a flow budget; with ``flow.max_flows`` it bounds the
-  table. When full, the least recently seen flow is evicted - half-open and closed flows
-  first, so a SYN flood recycles its own entries instead of evicting established sessions.
-  Evicted flows go to ``table.ended`` for the pipeline to finish (stream flush, flow event).
+- The Community ID is not computed here: it is a SHA-1 per flow that only matters when an
+  event is written, so the EVE writer asks :func:`monitor.flow.community_id.flow_community_id`.
+- Expiry without per-packet work: a packet only sets ``flow.last_ts``. A heap holds one
+  ``(due, flow_id, key)`` item per flow, where ``due`` is a lower bound of the flow's expiry
+  time (``last_ts + timeout`` of its state when the item was pushed). ``expire(now)`` pops the
+  items that are due; a flow that was active since is pushed back with its real due time (once
+  per timeout period at most), one whose state changed got a fresh item then. So expiry is
+  exact, and ``expire`` looks only at items that are due plus the heap's top.
+- Memory: ``flow.memcap`` divided by a per-flow estimate (the flow object, its key, table
+  and heap item, a small reassembly state) gives a flow budget; with ``flow.max_flows``
+  it bounds the table. When full, the flow closest to its idle timeout is evicted: half-open
+  and closed flows have short timeouts, so a SYN flood recycles its own entries instead of
+  evicting established sessions. Evicted flows go to ``table.ended`` for the pipeline to
+  finish (stream flush, flow event).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import os
-from collections import OrderedDict
 from typing import Any
 
 from monitor.config import Config
-from monitor.flow.community_id import community_id
 from monitor.flow.netset import NetSet
 from monitor.model import (
     PROTO_TCP,
@@ -41,47 +50,58 @@ from monitor.model import (
 )
 from monitor.stats import Stats
 
-# Estimated bytes per flow: Flow object with its lists and dict, key tuple, table and LRU slots
-# and bookkeeping (~1.2 KB traced by tracemalloc, see tests/monitor/flow/test_flow_table.py),
-# plus allocator overhead and fragmentation under churn: a million-SYN flood against a 64 MiB
-# cap grew the process RSS by ~1.7 KB per live flow, hence a rounded-up 2 KiB.
+# Estimated bytes per flow: Flow object with its lists and dict, key tuple, heap item, table
+# slot and bookkeeping (~1.1 KB traced by tracemalloc, see
+# tests/monitor/flow/test_flow_table.py), plus allocator overhead and fragmentation under churn:
+# a million-SYN flood against a 64 MiB cap grew the process RSS by ~1.7 KB per live flow, hence
+# a rounded-up 2 KiB.
 FLOW_COST = 2048
 
 # Timeout classes.
 _NEW, _ESTABLISHED, _CLOSED, _UDP, _OTHER = range(5)
-# Eviction order when the table is full: cheapest flows to lose first.
-_EVICT_ORDER = (_NEW, _CLOSED, _UDP, _OTHER, _ESTABLISHED)
 
 _MASK63 = (1 << 63) - 1
+# Flags that may change a TCP flow's state (or start a new flow on a reused port).
+_STATE_FLAGS = TH_SYN | TH_FIN | TH_RST
 
 FlowKey = tuple[Any, ...]
 
-# Key under which the table keeps its own per-flow bookkeeping in ``flow.metadata``.
-TRACK = "_flowtable"
+# FlowTable builds Flow objects with positional arguments: fail at import, not with swapped
+# fields, if the model's field order ever changes.
+_FLOW_ARGS = ("flow_id", "proto", "client", "server", "cport", "sport", "vlan", "ip_version", "start_ts", "last_ts")
+if tuple(f.name for f in dataclasses.fields(Flow))[:len(_FLOW_ARGS)] != _FLOW_ARGS:  # pragma: no cover
+    raise ImportError("monitor.model.Flow field order changed; update FlowTable._create")
 
 
-class _Track:
-    """The table's per-flow bookkeeping (kept out of the Flow model)."""
+class TableFlow(Flow):
+    """A Flow with the table's own bookkeeping in extra slots (no separate per-flow object).
 
-    __slots__ = ("tclass", "flags", "syn_seq", "fin")
+    Everything else sees a plain :class:`~monitor.model.Flow`.
+    """
 
-    def __init__(self, tclass: int, syn_seq: int | None) -> None:
-        self.tclass = tclass
-        self.flags = [0, 0]  # TCP flags seen per direction
-        self.syn_seq = syn_seq  # ISN of the client's SYN, to recognise port reuse
-        self.fin = [False, False]
+    __slots__ = ("key", "tclass", "due", "client_low", "tflags", "syn_seq")
+
+    key: FlowKey
+    tclass: int  # timeout class
+    due: float  # the due time of the flow's current heap item (older items are stale)
+    client_low: bool  # the client is the key's lower endpoint
+    tflags: int  # TCP flags seen: to the server in bits 0-7, to the client in bits 8-15
+    syn_seq: int | None  # ISN of the client's SYN, to recognise port reuse
 
 
 def tcp_flags(flow: Flow) -> tuple[int, int]:
     """TCP flags seen (to_server, to_client), for the flow record's tcp_flags_ts/tc."""
-    track = flow.metadata.get(TRACK)
-    return (track.flags[0], track.flags[1]) if track is not None else (0, 0)
+    if isinstance(flow, TableFlow):
+        return flow.tflags & 0xFF, flow.tflags >> 8
+    return 0, 0
 
 
 class FlowIds:
     """Unique, non-sequential 63-bit flow ids: a bijective mix of a counter and a random salt.
 
-    63 bits (not 64) so the id fits a signed 64-bit integer (SQLite, Java, Go consumers).
+    ``n * odd + salt`` modulo 2**63 is a bijection of the counter, and so is the xor-shift
+    after it; one multiplication keeps this cheap (it runs once per flow). 63 bits (not 64) so
+    the id fits a signed 64-bit integer (SQLite, Java, Go consumers).
     """
 
     __slots__ = ("_n", "_salt")
@@ -91,15 +111,10 @@ class FlowIds:
         self._salt = int.from_bytes(os.urandom(8), "big") & _MASK63 if salt is None else salt & _MASK63
 
     def next(self) -> int:
-        while True:
-            self._n += 1
-            x = (self._n ^ self._salt) & _MASK63
-            x = (x * 0x3C79AC492BA7B653) & _MASK63
-            x ^= x >> 31
-            x = (x * 0x1C69B3F74AC4AE35) & _MASK63
-            x ^= x >> 29
-            if x:
-                return x
+        self._n = n = self._n + 1
+        x = (n * 0x3C79AC492BA7B653 + self._salt) & _MASK63
+        x ^= x >> 29
+        return x or self.next()  # 0 means "no flow" to consumers: skip it
 
 
 class FlowTable:
@@ -115,8 +130,10 @@ class FlowTable:
         self.capacity = max(1, min(fc.max_flows, fc.memcap // FLOW_COST))
         # Which limit binds, for the eviction counter's label.
         self._evict_reason = "max_flows" if fc.max_flows <= fc.memcap // FLOW_COST else "memcap"
-        self.flows: dict[FlowKey, Flow] = {}
-        self._lru: tuple[OrderedDict[FlowKey, Flow], ...] = tuple(OrderedDict() for _ in range(5))
+        self.flows: dict[FlowKey, TableFlow] = {}
+        # (due, flow_id, key): atomic items only, so the garbage collector soon stops tracking them.
+        self._heap: list[tuple[float, int, FlowKey]] = []
+        self._created = 0  # flows created since the counter was last folded into stats
         self._ids = ids or FlowIds()
         # Flows the table ended on its own (memcap/max_flows eviction, port reuse); the
         # pipeline drains this list after every lookup.
@@ -129,71 +146,96 @@ class FlowTable:
 
     def lookup(self, pkt: Packet) -> tuple[Flow, int, bool]:
         """The flow of ``pkt`` (created if new), the packet's direction, and whether created."""
-        src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
+        src = pkt.src
+        dst = pkt.dst
+        sport = pkt.sport
+        dport = pkt.dport
         if src < dst or (src == dst and sport <= dport):
-            key: FlowKey = (pkt.proto, pkt.vlan, src, sport, dst, dport)
+            low = True
+            key: FlowKey = (src, dst, sport, dport, pkt.proto, pkt.vlan)
         else:
-            key = (pkt.proto, pkt.vlan, dst, dport, src, sport)
-        flow = self.flows.get(key)
-        created = False
-        if flow is not None and pkt.proto == PROTO_TCP and self._is_reuse(flow, pkt):
-            self._remove(key, flow)
-            flow.end_reason = "forced"
-            self.stats.incr("flow.reused")
-            self.ended.append(flow)
-            flow = None
-        if flow is None:
-            flow = self._create(key, pkt)
-            created = True
-        direction = TO_SERVER if sport == flow.cport and src == flow.client else TO_CLIENT
+            low = False
+            key = (dst, src, dport, sport, pkt.proto, pkt.vlan)
+        try:
+            flow = self.flows[key]
+        except KeyError:
+            return self._create(key, pkt, low)
+        flags = pkt.tcp_flags
+        if flags & TH_SYN and flow.state == "closed" and pkt.proto == PROTO_TCP and self._is_reuse(flow, pkt):
+            return self._create(key, pkt, low)
+        direction = TO_SERVER if low is flow.client_low else TO_CLIENT
         flow.pkts[direction] += 1
-        flow.bytes[direction] += pkt.wire_len or (len(pkt.raw.data) if pkt.raw is not None else 0)
+        flow.bytes[direction] += pkt.wire_len or self._frame_len(pkt)
         flow.last_ts = pkt.ts
-        if pkt.proto == PROTO_TCP:
-            self._tcp_state(key, flow, direction, pkt)
-        else:
-            self._lru[flow.metadata[TRACK].tclass].move_to_end(key)
-        return flow, direction, created
+        if flags:  # TCP (other protocols have no flags)
+            flow.tflags |= flags << (direction << 3)
+            if flags & _STATE_FLAGS or flow.state == "new":
+                self._tcp_state(flow, direction, pkt)
+        return flow, direction, False
 
-    def _create(self, key: FlowKey, pkt: Packet) -> Flow:
-        if len(self.flows) >= self.capacity:
+    @staticmethod
+    def _frame_len(pkt: Packet) -> int:
+        return len(pkt.raw.data) if pkt.raw is not None else 0
+
+    def _create(self, key: FlowKey, pkt: Packet, low: bool) -> tuple[Flow, int, bool]:
+        old = self.flows.get(key)
+        if old is not None:
+            # A fresh SYN on a finished connection (port reuse): end the old flow.
+            self._remove(old)
+            old.end_reason = "forced"
+            self.stats.incr("flow.reused")
+            self.ended.append(old)
+        elif len(self.flows) >= self.capacity:
             self._evict_one()
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
+        proto = pkt.proto
         flags = pkt.tcp_flags
-        if pkt.proto == PROTO_TCP and flags & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK:
+        client_low = low
+        direction = TO_SERVER
+        if proto == PROTO_TCP and flags & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK:
             # SYN/ACK first: its receiver opened the connection.
             src, dst, sport, dport = dst, src, dport, sport
-        flow = Flow(
-            flow_id=self._ids.next(), proto=pkt.proto, client=src, server=dst, cport=sport, sport=dport,
-            vlan=pkt.vlan, ip_version=pkt.ip_version, start_ts=pkt.ts, last_ts=pkt.ts,
-            community_id=community_id(pkt.proto, src, dst, sport, dport),
-        )
-        if src == pkt.src:
+            client_low = not low
+            direction = TO_CLIENT
+        # Positional: keyword matching costs more than the rest of the call (order checked below).
+        flow = TableFlow(self._ids.next(), proto, src, dst, sport, dport, pkt.vlan, pkt.ip_version, pkt.ts, pkt.ts)
+        if direction == TO_SERVER:
             flow.client_mac, flow.server_mac = pkt.src_mac, pkt.dst_mac
         else:
             flow.client_mac, flow.server_mac = pkt.dst_mac, pkt.src_mac
-        if pkt.raw is not None:
-            flow.iface = pkt.raw.iface
-        flow.protected_side = self._protected_side(src, dst)
+        raw = pkt.raw
+        if raw is not None:
+            flow.iface = raw.iface
+        if self.protected:
+            flow.protected_side = self._protected_side(src, dst)
+        flow.pkts[direction] = 1
+        flow.bytes[direction] = pkt.wire_len or self._frame_len(pkt)
         syn_seq = None
-        if pkt.proto == PROTO_TCP:
+        if proto == PROTO_TCP:
             tclass = _NEW
             if flags & (TH_SYN | TH_ACK) == TH_SYN:
                 syn_seq = pkt.seq
-        elif pkt.proto == PROTO_UDP:
+        elif proto == PROTO_UDP:
             tclass = _UDP
         else:
             tclass = _OTHER
-        flow.metadata[TRACK] = _Track(tclass, syn_seq)
+        flow.key = key
+        flow.tclass = tclass
+        flow.due = due = pkt.ts + self._timeouts[tclass]
+        flow.client_low = client_low
+        flow.syn_seq = syn_seq
         self.flows[key] = flow
-        self._lru[tclass][key] = flow
-        self.stats.incr("flow.created")
-        self.stats.set("flow.active", len(self.flows))
-        return flow
+        heapq.heappush(self._heap, (due, flow.flow_id, key))
+        self._created += 1
+        if proto == PROTO_TCP:
+            flow.tflags = flags << (direction << 3)
+            if flags & _STATE_FLAGS:
+                self._tcp_state(flow, direction, pkt)
+        else:
+            flow.tflags = 0
+        return flow, direction, True
 
     def _protected_side(self, client: bytes, server: bytes) -> str | None:
-        if not self.protected:
-            return None
         c = self.protected.contains(client)
         s = self.protected.contains(server)
         if c and s:
@@ -204,87 +246,106 @@ class FlowTable:
             return "server"
         return None
 
-    def _is_reuse(self, flow: Flow, pkt: Packet) -> bool:
+    @staticmethod
+    def _is_reuse(flow: TableFlow, pkt: Packet) -> bool:
         """A fresh SYN on a finished connection (new ISN) starts a new flow (port reuse)."""
-        if pkt.tcp_flags & (TH_SYN | TH_ACK | TH_RST) != TH_SYN or flow.state != "closed":
+        if pkt.tcp_flags & (TH_SYN | TH_ACK | TH_RST) != TH_SYN:
             return False
-        return flow.metadata[TRACK].syn_seq != pkt.seq
+        return flow.syn_seq != pkt.seq
 
-    def _tcp_state(self, key: FlowKey, flow: Flow, direction: int, pkt: Packet) -> None:
+    def _tcp_state(self, flow: TableFlow, direction: int, pkt: Packet) -> None:
+        """State changes: handshake, FIN both ways, RST."""
         flags = pkt.tcp_flags
-        track: _Track = flow.metadata[TRACK]
-        if track.syn_seq is None and flags & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK and direction == TO_CLIENT:
+        if flow.syn_seq is None and flags & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK and direction == TO_CLIENT:
             # Picked up at the SYN/ACK: it tells the client's ISN (a late SYN copy is no reuse).
-            track.syn_seq = (pkt.ack - 1) & 0xFFFFFFFF
-        seen = track.flags
-        seen[direction] |= flags
-        if flags & TH_FIN:
-            track.fin[direction] = True
+            flow.syn_seq = (pkt.ack - 1) & 0xFFFFFFFF
         state = flow.state
-        if flags & TH_RST or (track.fin[0] and track.fin[1]):
+        seen_ts = flow.tflags & 0xFF
+        seen_tc = flow.tflags >> 8
+        if flags & TH_RST or (seen_ts & seen_tc & TH_FIN):
             # RST, or FIN seen both ways: the connection is over (half-close keeps it open).
             state = "closed"
         elif state == "new" and flags & TH_ACK and not flags & TH_SYN:
             # The handshake's final ACK, or two-sided traffic on a mid-stream pickup.
-            if (seen[TO_SERVER] & TH_SYN and seen[TO_CLIENT] & TH_SYN) or (
-                    flow.pkts[TO_SERVER] and flow.pkts[TO_CLIENT]):
+            if (seen_ts & seen_tc & TH_SYN) or (flow.pkts[TO_SERVER] and flow.pkts[TO_CLIENT]):
                 state = "established"
         if state != flow.state:
-            new = _ESTABLISHED if state == "established" else _CLOSED
-            del self._lru[track.tclass][key]
-            self._lru[new][key] = flow
-            track.tclass = new
             flow.state = state
-        else:
-            self._lru[track.tclass].move_to_end(key)
+            flow.tclass = _ESTABLISHED if state == "established" else _CLOSED
+            # The new state's timeout may be shorter: a fresh heap item (the old one goes stale).
+            flow.due = flow.last_ts + self._timeouts[flow.tclass]
+            heapq.heappush(self._heap, (flow.due, flow.flow_id, flow.key))
 
     # ------------------------------------------------------------------ housekeeping
 
-    def _remove(self, key: FlowKey, flow: Flow) -> None:
-        del self.flows[key]
-        del self._lru[flow.metadata[TRACK].tclass][key]
-        self.stats.set("flow.active", len(self.flows))
+    def _remove(self, flow: TableFlow) -> None:
+        del self.flows[flow.key]  # its heap items are stale from now on
+
+    def _due_top(self) -> TableFlow | None:
+        """The flow with the earliest real due time (stale heap items dropped, moved ones pushed back)."""
+        heap = self._heap
+        flows = self.flows
+        timeouts = self._timeouts
+        while heap:
+            due, flow_id, key = heap[0]
+            flow = flows.get(key)
+            if flow is None or flow.flow_id != flow_id or due != flow.due:
+                heapq.heappop(heap)  # the flow is gone, or a newer item stands for it
+                continue
+            real = flow.last_ts + timeouts[flow.tclass]
+            if real != due:
+                # Active since the item was pushed: it moves back to its real place.
+                flow.due = real
+                heapq.heapreplace(heap, (real, flow_id, key))
+                continue
+            return flow
+        return None
 
     def _evict_one(self) -> None:
-        # The least recently seen flow of the cheapest non-empty class.
-        for tclass in _EVICT_ORDER:
-            lru = self._lru[tclass]
-            if lru:
-                key, flow = next(iter(lru.items()))
-                self._remove(key, flow)
-                flow.end_reason = "memcap"
-                self.stats.incr("flow.evicted", reason=self._evict_reason)
-                self.ended.append(flow)
-                return
+        # The flow closest to its idle timeout (half-open and closed flows have short ones).
+        flow = self._due_top()
+        if flow is None:
+            return
+        heapq.heappop(self._heap)
+        self._remove(flow)
+        flow.end_reason = "memcap"
+        self.stats.incr("flow.evicted", reason=self._evict_reason)
+        self.ended.append(flow)
 
     def expire(self, now: float) -> list[Flow]:
         """Flows idle past their state's timeout, removed from the table (reason ``timeout``)."""
         out: list[Flow] = []
-        for tclass, lru in enumerate(self._lru):
-            deadline = now - self._timeouts[tclass]
-            while lru:
-                key, flow = next(iter(lru.items()))
-                if flow.last_ts > deadline:
-                    break
-                self._remove(key, flow)
-                flow.end_reason = "timeout"
-                out.append(flow)
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            flow = self._due_top()
+            if flow is None or flow.due > now:
+                break
+            heapq.heappop(heap)
+            self._remove(flow)
+            flow.end_reason = "timeout"
+            out.append(flow)
         if out:
             self.stats.incr("flow.timeout", len(out))
+        self.publish_stats()
         return out
+
+    def publish_stats(self) -> None:
+        """Fold the table's own counters into stats (``expire`` and ``flush`` do it too)."""
+        if self._created:
+            self.stats.incr("flow.created", self._created)
+            self._created = 0
+        self.stats.set("flow.active", len(self.flows))
 
     def flush(self) -> list[Flow]:
         """Every flow, removed from the table (reason ``shutdown``), oldest first."""
-        out = sorted(self.flows.values(), key=lambda f: f.last_ts)
+        out: list[Flow] = sorted(self.flows.values(), key=lambda f: f.last_ts)
         for flow in out:
             flow.end_reason = "shutdown"
         self.flows.clear()
-        for lru in self._lru:
-            lru.clear()
-        self.stats.set("flow.active", 0)
+        self._heap.clear()
+        self.publish_stats()
         return out
 
     def timeout_of(self, flow: Flow) -> float:
         """The idle timeout that currently applies to ``flow``."""
-        track = flow.metadata.get(TRACK)
-        return self._timeouts[track.tclass if track is not None else _OTHER]
+        return self._timeouts[flow.tclass if isinstance(flow, TableFlow) else _OTHER]

@@ -18,10 +18,11 @@ C, SV = "10.0.0.5", "203.0.113.7"
 class Conn:
     """One TCP connection fed through FlowTable + TcpReassembler."""
 
-    def __init__(self, isn_c: int = 1000, isn_s: int = 5000, handshake: bool = True, **stream) -> None:
+    def __init__(self, isn_c: int = 1000, isn_s: int = 5000, handshake: bool = True,
+                 rec: Recorder | None = None, **stream) -> None:
         self.cfg = stream_config(**stream)
         self.stats = Stats()
-        self.rec = Recorder()
+        self.rec = rec if rec is not None else Recorder()
         self.table = FlowTable(self.cfg, self.stats)
         self.r = TcpReassembler(self.cfg, self.stats, self.rec)
         self.isn = [isn_c, isn_s]
@@ -68,10 +69,21 @@ class Conn:
         return self.rec.result(self.flow)
 
 
+class ChunkRecorder(Recorder):
+    """Also keeps each on_data call's bytes, to see what was handed on when."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[bytes] = []
+
+    def on_data(self, flow, direction, data, ts) -> None:
+        self.chunks.append(data)
+        super().on_data(flow, direction, data, ts)
+
+
 def test_in_order_is_delivered_immediately_and_streamed():
-    c = Conn()
-    chunks = []
-    c.rec.on_data = lambda flow, d, data, ts: chunks.append(data)  # type: ignore[method-assign]
+    c = Conn(rec=ChunkRecorder())
+    chunks = c.rec.chunks
     c.data(off=0, payload=b"hello ")
     assert chunks == [b"hello "]  # no waiting for more
     c.data(off=6, payload=b"world")
@@ -185,6 +197,17 @@ def test_hole_skipped_when_receiver_acknowledges_past_it():
     assert c.stats.get("stream.gap") == 1 and c.stats.get("stream.gap_bytes") == 4
 
 
+def test_hole_skipped_when_a_fin_or_data_segment_acknowledges_past_it():
+    # Not only pure ACKs carry acknowledgements: a FIN/ACK or a data segment of the other
+    # side that acknowledges past the hole releases it too.
+    for flags, payload in ((F | A, b""), (A | P, b"reply")):
+        c = Conn()
+        c.data(off=0, payload=b"VERY")
+        c.data(off=8, payload=b"DATA")  # 4..8 never captured
+        c.send(TO_CLIENT, 0, payload, flags=flags, ack=c.isn[TO_SERVER] + 1 + 12)
+        assert c.out() == b"VERY" + gap_marker(4) + b"DATA"
+
+
 def test_hole_skipped_after_gap_wait():
     c = Conn(gap_wait=2.0)
     c.data(off=0, payload=b"abc", ts=1.0)
@@ -198,6 +221,25 @@ def test_hole_skipped_after_gap_wait():
     c.data(off=3, payload=b"de", ts=4.0)
     assert c.out() == b"abc" + gap_marker(2) + b"fgh"
     assert c.stats.get("stream.retransmission_unverified") == 1
+
+
+def test_retransmissions_around_a_skipped_hole_are_checked_against_the_right_bytes():
+    # The recent window restarts after a hole, so old and new copies are compared at the right
+    # offsets: the same bytes are a retransmission, never a false "different data" report.
+    c = Conn()
+    c.data(off=0, payload=b"AAAA")
+    c.data(off=8, payload=b"CCCC")  # 4..8 never captured
+    c.ack(TO_SERVER, 12)
+    c.data(off=12, payload=b"DDDD")  # in order after the hole (the fast path)
+    assert c.out() == b"AAAA" + gap_marker(4) + b"CCCCDDDD"
+    c.data(off=8, payload=b"CCCCDDDD")  # a retransmission after the hole: verified
+    assert c.stats.get("stream.retransmission") == 1 and c.res.overlaps == []
+    c.data(off=0, payload=b"AAAA")  # before the hole: too old to compare, dropped
+    c.data(off=4, payload=b"BBBB")  # the lost bytes, late: inside the skipped hole, dropped
+    assert c.stats.get("stream.retransmission_unverified") == 2 and c.res.overlaps == []
+    c.data(off=10, payload=b"XX")  # different bytes after the hole: reported at their offset
+    assert c.res.overlaps == [(TO_SERVER, 10, b"CC", b"XX")]
+    assert c.out() == b"AAAA" + gap_marker(4) + b"CCCCDDDD"
 
 
 def test_check_all_timeouts_visits_only_waiting_flows():

@@ -9,6 +9,7 @@ import tracemalloc
 from pktfactory import A, F, P, R, S, tcp, udp
 
 from monitor.config import FlowConfig, FlowTimeouts, default_config
+from monitor.flow.community_id import community_id, flow_community_id
 from monitor.flow.netset import NetSet
 from monitor.flow.table import FLOW_COST, FlowIds, FlowTable, tcp_flags
 from monitor.model import TO_CLIENT, TO_SERVER
@@ -41,8 +42,12 @@ def test_syn_sender_is_client_and_both_directions_share_the_flow():
     assert f.state == "established"
     assert f.protected_side == "client" and f.outbound_direction() == TO_SERVER
     assert f.pkts == [2, 1] and f.bytes == [108, 54]
-    assert f.community_id == "1:" + f.community_id[2:] and len(f.community_id) == 30
-    assert len(t) == 1 and stats.get("flow.created") == 1 and stats.get("flow.active") == 1
+    # The Community ID is left to the EVE writer (computed once per flow, off the packet path).
+    assert f.community_id == ""
+    assert flow_community_id(f) == community_id(6, f.client, f.server, 40000, 80)
+    # Counters are folded into stats by expire() (the pipeline's 1 s timer) and flush().
+    assert len(t) == 1 and stats.get("flow.created") == 0
+    assert t.expire(1.0) == [] and stats.get("flow.created") == 1 and stats.get("flow.active") == 1
     assert tcp_flags(f) == (S | A, S | A)
 
 
@@ -117,6 +122,19 @@ def test_activity_defers_expiry_and_flush_returns_everything():
     assert t.flush() == [g, f] and f.end_reason == "shutdown" and len(t) == 0
 
 
+def test_expiry_is_exact_after_activity_and_state_changes():
+    t, _ = table(timeouts=FlowTimeouts(new=30, established=300, closed=10, udp=60, other=30))
+    busy = handshake(t, ts=0.0, cport=1)
+    t.lookup(tcp(C, SV, 1, 80, A, seq=101, ack=501, ts=250.0))  # active later: due at 550, not 300
+    reset = handshake(t, ts=0.0, cport=2)
+    t.lookup(tcp(SV, C, 80, 2, R, seq=501, ts=100.0))  # closed at 100: due at 110, not 300
+    assert t.expire(109.9) == []
+    assert t.expire(110.0) == [reset]
+    assert t.expire(549.9) == []
+    assert t.expire(550.0) == [busy]
+    assert len(t._heap) == 0  # stale items went with them
+
+
 def test_expire_does_not_scan_every_flow():
     t, _ = table()
     for i in range(50_000):
@@ -158,7 +176,9 @@ def test_syn_flood_stays_under_the_memcap():
         if len(t.ended) > 64:
             t.ended.clear()
     assert len(t) == 2000
+    assert len(t._heap) <= 2 * 2000  # expiry items are recycled with their flows
     assert stats.get("flow.evicted", reason="memcap") == n + 1 - 2000
+    t.publish_stats()
     assert stats.get("flow.created") == n + 1
     assert any(f is established for f in t.flows.values())
 
