@@ -38,6 +38,7 @@ log = logging.getLogger("leakmon.pipeline")
 # (a flood of malformed packets must not turn into a flood of log lines).
 ANOMALY_EVENTS_PER_SECOND = 50
 MAX_TX_PER_FLOW = 64
+_EVE_FLOW_STATES = frozenset({"new", "established", "closed"})
 
 
 class FlowContext:
@@ -61,7 +62,10 @@ class FlowContext:
                                  direction=direction, tx_id=tx_id))
 
     def tx_info(self, tx_id: int, body: dict[str, Any]) -> None:
-        txs = self.flow.metadata.setdefault("tx", OrderedDict())
+        metadata = self.flow.metadata
+        txs = metadata.get("tx")
+        if txs is None:  # not setdefault: that would build an OrderedDict on every call
+            txs = metadata["tx"] = OrderedDict()
         txs[tx_id] = body
         if len(txs) > MAX_TX_PER_FLOW:
             txs.popitem(last=False)
@@ -319,6 +323,7 @@ class Pipeline:
     def _parser_failed(self, flow: Flow, exc: Exception) -> None:
         name = getattr(flow.parser, "name", "?")
         log.debug("parser %s failed on flow %d: %r", name, flow.flow_id, exc)
+        self.stats.incr("applayer.parser_error", proto=name)
         self.anomaly("applayer", "applayer.parser_error", f"{name}: {type(exc).__name__}", flow=flow)
         flow.parser = None
 
@@ -416,7 +421,9 @@ class Pipeline:
     def _drain_ended(self, reason: str) -> None:
         ended = self.flows.ended
         while ended:
-            self._end_flow(ended.pop(), reason)
+            flow = ended.pop()
+            # The table says why it ended a flow (memcap eviction, or "forced" by port reuse).
+            self._end_flow(flow, flow.end_reason or reason)
 
     def _end_flow(self, flow: Flow, reason: str) -> None:
         ts = max(self.now, flow.last_ts)
@@ -436,15 +443,18 @@ class Pipeline:
         flow.metadata.pop("ctx", None)
 
     def flow_record(self, flow: Flow, reason: str) -> dict[str, Any]:
+        pkts = flow.pkts
+        nbytes = flow.bytes
+        state = flow.state
         rec: dict[str, Any] = {
-            "pkts_toserver": flow.pkts[TO_SERVER],
-            "pkts_toclient": flow.pkts[TO_CLIENT],
-            "bytes_toserver": flow.bytes[TO_SERVER],
-            "bytes_toclient": flow.bytes[TO_CLIENT],
+            "pkts_toserver": pkts[TO_SERVER],
+            "pkts_toclient": pkts[TO_CLIENT],
+            "bytes_toserver": nbytes[TO_SERVER],
+            "bytes_toclient": nbytes[TO_CLIENT],
             "start": format_ts(flow.start_ts),
             "end": format_ts(flow.last_ts),
             "age": int(flow.last_ts - flow.start_ts),
-            "state": flow.state if flow.state in ("new", "established", "closed") else "established",
+            "state": state if state in _EVE_FLOW_STATES else "established",
             "reason": reason,
             "alerted": flow.alerted,
             "gaps": flow.gaps,

@@ -13,27 +13,76 @@ from collections import Counter
 from typing import Any
 
 LabelSet = tuple[tuple[str, str], ...]
+StatKey = tuple[str, LabelSet]
+
+# Interned keys of labelled counters, by (name, *labels.items()) as the caller passed them.
+# Bounded: label values are small bounded sets, but a bug elsewhere must not grow this forever.
+_KEY_CACHE_MAX = 8192
 
 
-def _key(name: str, labels: dict[str, Any]) -> tuple[str, LabelSet]:
+def _key(name: str, labels: dict[str, Any]) -> StatKey:
     if not labels:
         return name, ()
     return name, tuple(sorted((k, str(v)) for k, v in labels.items()))
+
+
+class CounterHandle:
+    """A counter with its name and labels resolved once: ``handle.incr(n)`` is one dict update.
+
+    For call sites that count the same labelled counter for every packet or flow.
+    """
+
+    __slots__ = ("_stats", "key")
+
+    def __init__(self, stats: Stats, key: StatKey) -> None:
+        self._stats = stats
+        self.key = key
+
+    def incr(self, n: int = 1) -> None:
+        self._stats.counters[self.key] += n
 
 
 class Stats:
     """Counters only grow; gauges are set. Thread-safe enough for one writer + one reader."""
 
     def __init__(self) -> None:
-        self.counters: Counter[tuple[str, LabelSet]] = Counter()
-        self.gauges: dict[tuple[str, LabelSet], float] = {}
+        self.counters: Counter[StatKey] = Counter()
+        self.gauges: dict[StatKey, float] = {}
         self._lock = threading.Lock()
+        self._keys: dict[tuple[Any, ...], StatKey] = {}
+
+    def _labelled_key(self, name: str, labels: dict[str, Any]) -> StatKey:
+        """The key of a labelled counter; sorting and str() run once per distinct label set.
+
+        Only label sets whose values are all ``str`` are cached: for those, equal cache keys
+        mean equal ``str(value)`` (``1``, ``1.0`` and ``True`` are equal as keys but not as text).
+        """
+        lookup = (name, *labels.items())
+        try:
+            return self._keys[lookup]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable label value: not cacheable
+            return _key(name, labels)
+        key = _key(name, labels)
+        if all(type(v) is str for v in labels.values()):
+            if len(self._keys) >= _KEY_CACHE_MAX:
+                self._keys.clear()
+            self._keys[lookup] = key
+        return key
 
     def incr(self, name: str, n: int = 1, **labels: Any) -> None:
-        self.counters[_key(name, labels)] += n
+        if labels:
+            self.counters[self._labelled_key(name, labels)] += n
+        else:
+            self.counters[(name, ())] += n
+
+    def counter(self, name: str, **labels: Any) -> CounterHandle:
+        """A pre-bound handle for a hot call site (same key as ``incr(name, **labels)``)."""
+        return CounterHandle(self, _key(name, labels))
 
     def set(self, name: str, value: float, **labels: Any) -> None:
-        self.gauges[_key(name, labels)] = value
+        self.gauges[self._labelled_key(name, labels) if labels else (name, ())] = value
 
     def get(self, name: str, **labels: Any) -> float:
         key = _key(name, labels)
