@@ -10,10 +10,9 @@ being matched on its raw stream.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
@@ -140,9 +139,8 @@ class Pipeline:
             detection = Detection(cfg, self.stats, self.emit, self.names)
         self.detection = detection
         self._expect: OrderedDict[tuple[bytes | None, int | None], tuple[float, bytes | None, Callable[[Any], AppParser], dict[str, Any]]] = OrderedDict()
-        self.record_evidence = cfg.evidence.enabled if evidence is None else evidence
         self._recorder_factory: Callable[[], Any] | None = None
-        if self.record_evidence:
+        if cfg.evidence.enabled if evidence is None else evidence:
             from alerts.evidence import FlowRecorder
 
             ev_cfg = cfg.evidence
@@ -155,7 +153,6 @@ class Pipeline:
 
     def disable_evidence(self) -> None:
         """No per-flow packet recorders (evidence off or no key): saves the per-packet cost."""
-        self.record_evidence = False
         self._recorder_factory = None
 
     # ------------------------------------------------------------------ events
@@ -229,11 +226,6 @@ class Pipeline:
                                   ts=ts, tx_id=None, file=None, charset=None)
         if flows.ended:
             self._drain_ended("memcap")
-
-    def process_many(self, packets: Iterable[RawPacket]) -> None:
-        process = self.process
-        for raw in packets:
-            process(raw)
 
     def inject(self, packets: list[RawPacket]) -> None:
         """Synthetic packets (canary) go through the same path as captured ones."""
@@ -487,9 +479,3 @@ class Pipeline:
         if self.eve is not None:
             self.eve.close()
 
-    def rss_bytes(self) -> int:
-        try:
-            with open(f"/proc/{os.getpid()}/statm") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            return 0

@@ -8,7 +8,6 @@ the audit sink because it tags alert events with their incident id.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -92,7 +91,3 @@ def _coverage(sensor: Any, replay: bool) -> Any:
     sensor.coverage = tracker
     return tracker
 
-
-def without_outputs(cfg: Any) -> Any:
-    """A config for benchmarks/tests that keeps EVE only (no evidence)."""
-    return dataclasses.replace(cfg, evidence=dataclasses.replace(cfg.evidence, enabled=False))
