@@ -45,6 +45,7 @@ from typing import Any
 
 from detectors import partial
 from detectors.alert import build_event, redacted_context
+from detectors.dbcache import DatabaseCache
 from detectors.markers import Hit, MarkerSet, MarkerStreams
 from detectors.policy import Finding, Policy
 from detectors.signatures import (
@@ -98,22 +99,37 @@ class Held:
     until_ts: float  # ... or once packet time reaches this
 
 
-@dataclass
-class FlowDetect:
-    """Per-flow detection state (``flow.detect``)."""
+@dataclass(slots=True)
+class Tally:
+    """What a flow matched and decided: created at its first match (most flows never match)."""
 
-    rules: RuleSet
-    streams: list[MarkerStreams | None] = field(default_factory=lambda: [None, None])
     counts: dict[tuple[int, int | None], int] = field(default_factory=dict)
     decided: set[tuple[int, int | None]] = field(default_factory=set)
     decided_sids: set[int] = field(default_factory=set)
     alerted: dict[tuple[int, int | None], int] = field(default_factory=dict)
-    pending: dict[int, Held] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FlowDetect:
+    """Per-flow detection state (``flow.detect``). Kept small -- it lives as long as the flow,
+    and a sensor holds 100,000 flows: everything beyond the streams and byte counts is created
+    only when the flow first matches (``tally``) or holds a hit (``pending``)."""
+
+    rules: RuleSet
+    streams: list[MarkerStreams | None] = field(default_factory=lambda: [None, None])  # opened at first payload
     seen: list[int] = field(default_factory=lambda: [0, 0])  # stream bytes per direction
+    pending: dict[int, Held] | None = None  # held raw hits by sid
+    tally: Tally | None = None
     alerts: int = 0
 
+    def tallied(self) -> Tally:
+        t = self.tally
+        if t is None:
+            t = self.tally = Tally()
+        return t
 
-@dataclass
+
+@dataclass(slots=True)
 class FileDetect:
     """Per-file stream state (``file.extra["detect"]``)."""
 
@@ -140,6 +156,7 @@ class Detection:
         # Flows with held raw hits (id(flow) -> flow) and the earliest packet time one is due.
         self._held: dict[int, Flow] = {}
         self._next_due = _NEVER
+        self._db_cache = DatabaseCache.from_environment()
         self._rules = self._build()  # a bad set at start-up raises SignatureError (a ConfigError)
         self._publish_version(None)
 
@@ -177,10 +194,18 @@ class Detection:
                 tls = load_signatures([SHIPPED_TLS_POLICY]).tls
             except SignatureError as exc:  # the shipped file is tested; keep going without it
                 log.warning("shipped TLS policy unusable: %s", exc)
-        markers = MarkerSet(sigs.markers, self.cfg.detection.engine)
+        markers = MarkerSet(sigs.markers, self.cfg.detection.engine, self._db_cache)
         rs = RuleSet(sigs, markers, list(sigs.documents), tls, sigs.version, time.time())
         self.stats.set("signatures.load_seconds", round(time.monotonic() - t0, 3))
+        self._count_db_cache()
         return rs
+
+    def _count_db_cache(self) -> None:
+        """Compiled-database cache outcomes (hit, miss, invalid, unusable) since the last build."""
+        outcomes = self._db_cache.outcomes
+        for result, n in outcomes.items():
+            self.stats.incr("signatures.db_cache", n, result=result)
+        outcomes.clear()
 
     def _publish_version(self, old: RuleSet | None) -> None:
         rs = self._rules
@@ -357,8 +382,9 @@ class Detection:
             return
         st = self._state(f.flow)
         key = (rule.sid, f.file_id)
-        st.counts[key] = st.counts.get(key, 0) + 1
-        if key in st.decided:
+        tally = st.tallied()
+        tally.counts[key] = tally.counts.get(key, 0) + 1
+        if key in tally.decided:
             return
         self._mark_decided(st, key)
         details: dict[str, Any] = {"sha256": f.sha256}
@@ -403,8 +429,9 @@ class Detection:
             if s is not None:
                 s.close()
         matches: dict[str, int] = {}
-        for (sid, _fid), n in st.counts.items():
-            matches[str(sid)] = matches.get(str(sid), 0) + n
+        if st.tally is not None:
+            for (sid, _fid), n in st.tally.counts.items():
+                matches[str(sid)] = matches.get(str(sid), 0) + n
         summary = {"alerts": st.alerts, "matches": matches, "signatures_version": st.rules.version}
         if matches or st.alerts:
             flow.metadata["detect"] = summary
@@ -435,32 +462,34 @@ class Detection:
         for h in hits:
             by_sid.setdefault(h.rule.sid, []).append(h)
         fid = file.file_id if file is not None else None
+        tally = st.tallied()
         for sid, group in by_sid.items():
             spans = {(h.start, h.end) for h in group}
             first = min(group, key=lambda h: (h.start, h.end))
             n = len(spans)
             self.stats.incr("detect.matches", n, variant=first.variant.split("/")[0])
             key = (sid, fid)
-            if key not in st.counts and len(st.counts) >= MAX_KEYS_PER_FLOW:
+            if key not in tally.counts and len(tally.counts) >= MAX_KEYS_PER_FLOW:
                 self.stats.incr("memcap.hit", cap="detect.flow_keys")
             else:
-                st.counts[key] = st.counts.get(key, 0) + n
+                tally.counts[key] = tally.counts.get(key, 0) + n
             if raw:
-                held = st.pending.get(sid)
+                held = st.pending.get(sid) if st.pending else None
                 if held is not None:
                     held.finding.count += n
                     continue
-                if sid in st.decided_sids:
+                if sid in tally.decided_sids:
                     self.stats.incr("detect.raw_covered")
                     continue
-            elif key in st.decided:
+            elif key in tally.decided:
                 continue
             finding = self._finding(flow, direction, first, n, where=where, ts=ts, pcap_cnt=pcap_cnt, raw=raw,
                                     file=file, tx_id=tx_id)
             if raw:
                 self._hold(flow, st, sid, finding, direction, ts)
                 continue
-            st.pending.pop(sid, None)  # a decoded view of the same data supersedes the raw one
+            if st.pending:
+                st.pending.pop(sid, None)  # a decoded view of the same data supersedes the raw one
             self._mark_decided(st, key)
             self._decide(finding, st)
 
@@ -472,8 +501,9 @@ class Detection:
                        tx_id=tx_id, pcap_cnt=pcap_cnt, count=n, context=ctx, raw=raw)
 
     def _mark_decided(self, st: FlowDetect, key: tuple[int, int | None]) -> None:
-        st.decided.add(key)
-        st.decided_sids.add(key[0])
+        tally = st.tallied()
+        tally.decided.add(key)
+        tally.decided_sids.add(key[0])
 
     def _hold(self, flow: Flow, st: FlowDetect, sid: int, finding: Finding, direction: int, ts: float) -> None:
         until_ts = ts + RAW_HOLD_SECONDS
@@ -483,13 +513,15 @@ class Detection:
                 until_ts = ts  # due at once: released on the flow's next chunk (the one-chunk hold)
             else:
                 self._held[id(flow)] = flow
+        if st.pending is None:
+            st.pending = {}
         st.pending[sid] = Held(finding, st.seen[direction] + RAW_HOLD_BYTES, until_ts)
         if until_ts < self._next_due:
             self._next_due = until_ts
 
     def _release_pending(self, flow: Flow, st: FlowDetect, ts: float) -> None:
         """Report the held hits that are due (see the module docstring); keep the others."""
-        if flow.app_proto not in DECODING_PROTOCOLS:
+        if flow.app_proto not in DECODING_PROTOCOLS or not st.pending:
             self._flush_pending(flow, st)
             return
         seen = st.seen
@@ -513,7 +545,7 @@ class Detection:
                 continue
             if any(ts >= h.until_ts for h in st.pending.values()):
                 self._release_pending(flow, st, ts)
-            for h in st.pending.values():
+            for h in (st.pending or {}).values():
                 if h.until_ts < next_due:
                     next_due = h.until_ts
             if not st.pending:
@@ -521,13 +553,13 @@ class Detection:
         self._next_due = next_due
 
     def _flush_pending(self, flow: Flow, st: FlowDetect) -> None:
-        pending, st.pending = st.pending, {}
+        pending, st.pending = st.pending, None
         self._held.pop(id(flow), None)
-        for sid, held in pending.items():
+        for sid, held in (pending or {}).items():
             self._report_held(st, sid, held)
 
     def _report_held(self, st: FlowDetect, sid: int, held: Held) -> None:
-        if sid in st.decided_sids:
+        if sid in st.tallied().decided_sids:
             self.stats.incr("detect.raw_covered")
             return
         finding = held.finding
@@ -541,10 +573,11 @@ class Detection:
     def _emit(self, v: Any, finding: Finding, st: FlowDetect) -> None:
         fid = finding.file.file_id if finding.file is not None else None
         akey = (v.sid, fid) if v.event_type == "alert" else (-v.sid, fid)
-        if akey in st.alerted:
-            st.alerted[akey] += 1
+        alerted = st.tallied().alerted
+        if akey in alerted:
+            alerted[akey] += 1
             return
-        st.alerted[akey] = 1
+        alerted[akey] = 1
         ev = build_event(v, finding, st.rules.version)
         if v.event_type == "alert":
             st.alerts += 1
@@ -574,8 +607,9 @@ class Detection:
                 continue
             best = found[0]
             key = (rule.sid, fid)
-            st.counts[key] = st.counts.get(key, 0) + len(found)
-            if key in st.decided:
+            tally = st.tallied()
+            tally.counts[key] = tally.counts.get(key, 0) + len(found)
+            if key in tally.decided:
                 continue
             self._mark_decided(st, key)
             details = {"document": best.doc.name, "shared_chars": best.shared_chars,

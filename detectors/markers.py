@@ -43,6 +43,7 @@ import re
 from dataclasses import dataclass, field
 
 from detectors import matcher as m
+from detectors.dbcache import DatabaseCache
 from detectors.matcher import LINE_PROBE, has_line_structure
 from detectors.signatures import Rule, regex_bytes
 from detectors.variants import is_base64_variant, is_qp_variant, literal_variants
@@ -94,7 +95,7 @@ _Table = dict[tuple[bytes, bool, bool], tuple[int, list[Owner]]]
 class MarkerSet:
     """All marker rules, compiled. Immutable after construction (hot reload builds a new one)."""
 
-    def __init__(self, rules: list[Rule], engine: str = "auto") -> None:
+    def __init__(self, rules: list[Rule], engine: str = "auto", cache: DatabaseCache | None = None) -> None:
         self.engine = m.resolve_engine(engine)
         table: _Table = {}
 
@@ -125,7 +126,7 @@ class MarkerSet:
         for (data, nocase, regex), (pid, own) in table.items():
             patterns.append(m.Pattern(pid, data, nocase, regex))
             owners[pid] = own
-        matcher = m.compile(patterns, self.engine, line_probe=has_flat)
+        matcher = m.compile(patterns, self.engine, line_probe=has_flat, cache=cache)
         self.raw = View("raw", matcher, owners)
         # The flat view runs the same matcher (one compile, one database) and keeps only the
         # base64/QP owners' hits: flattening cannot make a text marker appear that the raw view
@@ -216,6 +217,10 @@ class MarkerStreams:
 
     :meth:`feed` is the per-segment hot path: one raw-view stream scan and two reference
     assignments when nothing matched and no flat run is open.
+
+    One lives per flow direction for the flow's lifetime, so it holds nothing it does not need
+    yet: the flat view's stream exists only during a flat run, the deferred-hit lists only
+    while a hit waits for its next byte (None otherwise).
     """
 
     __slots__ = ("markers", "raw", "flat", "_h0", "_h1", "_busy", "_deferred", "_flat_on", "_cover_from",
@@ -224,18 +229,18 @@ class MarkerStreams:
     def __init__(self, markers: MarkerSet) -> None:
         self.markers = markers
         self.raw = markers.raw.matcher.stream()
-        self.flat = markers.flat.matcher.stream() if markers.flat is not None else None
+        self.flat: m.Stream | None = None  # opened by _start_flat
         # The raw view's last segments, by reference (history for context and lead checks).
         self._h0 = b""
         self._h1 = b""
         self._busy = False  # a flat run is open or a hit waits for the next byte: take the slow path
-        self._deferred: list[_Deferred] = []  # raw-view base64 hits awaiting their next byte
+        self._deferred: list[_Deferred] | None = None  # raw-view base64 hits awaiting their next byte
         self._flat_on = False
         self._cover_from = 0  # raw offsets covered by the current/last flat run
         self._cover_to = 0
         self._carry = b""  # "=" or "=\r" at a segment end: maybe the start of a soft line break
         self._fhist = b""  # the flat view's last bytes (context and lead checks)
-        self._fdeferred: list[_Deferred] = []
+        self._fdeferred: list[_Deferred] | None = None
         self._fskip = 0  # flat-view bytes before this offset came from the previous segment
 
     def feed(self, data: bytes) -> list[Hit]:
@@ -270,8 +275,8 @@ class MarkerStreams:
         out: list[Hit] = []
         chunk_end = self.raw.offset
         chunk_start = chunk_end - len(data)
-        if self._deferred and data:
-            waiting, self._deferred = self._deferred, []
+        if self._deferred is not None and data:
+            waiting, self._deferred = self._deferred, None
             out.extend(_resolve_deferred(waiting, data[0]))
         probe = bool(matches) and matches[0][0] == LINE_PROBE
         if probe:
@@ -287,10 +292,13 @@ class MarkerStreams:
         if matches:
             hist = self._h0 + self._h1
             buf = hist + data if hist else data
-            out.extend(ms.hits(ms.raw, matches, buf, chunk_start - len(hist), self._deferred,
+            deferred: list[_Deferred] = []
+            out.extend(ms.hits(ms.raw, matches, buf, chunk_start - len(hist), deferred,
                                (self._cover_from, self._cover_to)))
+            if deferred:
+                self._deferred = (self._deferred or []) + deferred
         self._remember(data)
-        self._busy = self._flat_on or bool(self._deferred)
+        self._busy = self._flat_on or self._deferred is not None
         return out
 
     def _start_flat(self, chunk_start: int) -> None:
@@ -299,6 +307,8 @@ class MarkerStreams:
         view's to report (in an earlier segment), hits that reach into this segment are the
         flat view's."""
         self._flat_on = True
+        if self.flat is None and self.markers.flat is not None:
+            self.flat = self.markers.flat.matcher.stream()
         hist = self._h0 + self._h1
         pre = hist[max(hist.rfind(b"\n") + 1, len(hist) - 100):]  # a MIME line is at most 78 bytes
         self._cover_from = chunk_start - len(pre)  # raw hits ending from here on are the flat view's
@@ -308,16 +318,17 @@ class MarkerStreams:
     def _end_flat(self, data: bytes) -> list[Hit]:
         """The flat run ends before ``data``: its stream restarts at the next segment with lines."""
         out: list[Hit] = []
-        if self._fdeferred:
-            waiting, self._fdeferred = self._fdeferred, []
+        if self._fdeferred is not None:
+            waiting, self._fdeferred = self._fdeferred, None
             view = flatten(self._carry + data)
             if view:
                 out = _resolve_deferred(waiting, view[0])
         self._flat_on = False
         self._carry = b""
         self._fhist = b""
-        if self.flat is not None:
-            self.flat.reset()
+        if self.flat is not None:  # the next run starts a new stream (offset 0, as a reset would)
+            self.flat.close()
+            self.flat = None
         return out
 
     def _feed_flat(self, data: bytes) -> list[Hit]:
@@ -334,8 +345,8 @@ class MarkerStreams:
         if not view:
             return _NO_HITS
         out: list[Hit] = []
-        if self._fdeferred:
-            waiting, self._fdeferred = self._fdeferred, []
+        if self._fdeferred is not None:
+            waiting, self._fdeferred = self._fdeferred, None
             out.extend(_resolve_deferred(waiting, view[0]))
         matches = flat.feed(view)
         hist = self._fhist
@@ -346,7 +357,10 @@ class MarkerStreams:
             buf = hist + view
             ms = self.markers
             assert ms.flat is not None
-            out.extend(ms.hits(ms.flat, matches, buf, flat.offset - len(buf), self._fdeferred))
+            deferred: list[_Deferred] = []
+            out.extend(ms.hits(ms.flat, matches, buf, flat.offset - len(buf), deferred))
+            if deferred:
+                self._fdeferred = (self._fdeferred or []) + deferred
         self._fhist = view[-CONTEXT_HISTORY:] if len(view) >= CONTEXT_HISTORY else (hist + view)[-CONTEXT_HISTORY:]
         return out
 
@@ -354,6 +368,7 @@ class MarkerStreams:
         self.raw.close()
         if self.flat is not None:
             self.flat.close()
-        self._deferred = []
-        self._fdeferred = []
+            self.flat = None
+        self._deferred = None
+        self._fdeferred = None
         self._busy = False

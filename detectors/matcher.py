@@ -44,8 +44,9 @@ Engine notes (measured traps of the PyPI builds):
   starts ``end - width``; a variable-width regex start is recomputed in Python from a short
   history window on the (rare) hit.
 * ``Stream.scan(data)`` with no keyword arguments uses the handler and context given when the
-  stream was created; the extension keeps *borrowed* references to them, so our stream object
-  holds both for the Hyperscan stream's lifetime. Keyword parsing costs about a microsecond
+  stream was created; the extension keeps *borrowed* references to them, so they must outlive
+  the Hyperscan stream: the handler is a module function, the context the matcher's one
+  collector, which each stream object references through its matcher. Keyword parsing costs about a microsecond
   per call, a large share of a 1,448-byte segment's scan.
 * pyahocorasick's PyPI build takes only ``str`` keys: bytes are mapped through latin-1.
   Streams carry an overlap of ``max(max_literal_len - 1, max_regex_width)`` bytes.
@@ -66,6 +67,8 @@ except ImportError:  # pragma: no cover - older Pythons
     import sre_parse as _sre_p  # type: ignore[no-redef]
 
 import ahocorasick as _ac
+
+from detectors.dbcache import DatabaseCache, database_key
 
 _hs: Any
 try:
@@ -140,8 +143,10 @@ def resolve_engine(name: str) -> str:
 
 
 def compile(patterns: Iterable[Pattern], engine: str = "auto", *,  # noqa: A001 - the API's name
-            line_probe: bool = False) -> Matcher:
-    """Compile patterns into one matcher. Raises PatternError for an unusable pattern."""
+            line_probe: bool = False, cache: DatabaseCache | None = None) -> Matcher:
+    """Compile patterns into one matcher. Raises PatternError for an unusable pattern.
+
+    ``cache``: where Hyperscan databases are looked up and stored (detectors/dbcache.py)."""
     pats = list(patterns)
     seen: set[int] = set()
     for p in pats:
@@ -155,7 +160,7 @@ def compile(patterns: Iterable[Pattern], engine: str = "auto", *,  # noqa: A001 
     if not pats and not line_probe:
         return _EmptyMatcher(name)
     if name == "hyperscan":
-        return _HyperscanMatcher(pats, regexes, line_probe)
+        return _HyperscanMatcher(pats, regexes, line_probe, cache)
     return _AhoMatcher(pats, regexes, line_probe)
 
 
@@ -379,10 +384,15 @@ def _on_hit(pid: int, _start: int, end: int, _flags: int, ctx: _Collector) -> No
 class _HyperscanMatcher:
     engine = "hyperscan"
 
-    def __init__(self, patterns: list[Pattern], regexes: dict[int, RegexInfo], line_probe: bool = False) -> None:
+    def __init__(self, patterns: list[Pattern], regexes: dict[int, RegexInfo], line_probe: bool = False,
+                 cache: DatabaseCache | None = None) -> None:
         assert _hs is not None
         self.patterns = patterns
         self._regex = regexes
+        # One collector for all of this matcher's streams (a stream hands its hits on before
+        # anything else scans, and the sensor scans from one thread): two objects fewer per
+        # flow direction. Held here: the Hyperscan streams only borrow it.
+        self._stream_ctx = _Collector()
         self._lit_len = {p.id: len(p.data) for p in patterns if not p.regex}
         self._history = max((r.max_width for r in regexes.values() if not r.fixed), default=0)
         exprs: list[bytes] = []
@@ -409,8 +419,8 @@ class _HyperscanMatcher:
         # but two compiles in two threads (measured with bench/memory.py's 1,000 markers) saved
         # no wall time on a busy 2-core machine and left the process 60 MiB larger (a second
         # malloc arena), over the 200 MB budget.
-        self._block = _compile_hs(exprs, ids, flags, _hs.HS_MODE_BLOCK)
-        self._streamdb = _compile_hs(s_exprs, s_ids, s_flags, _hs.HS_MODE_STREAM)
+        self._block = _compile_hs(exprs, ids, flags, _hs.HS_MODE_BLOCK, cache)
+        self._streamdb = _compile_hs(s_exprs, s_ids, s_flags, _hs.HS_MODE_STREAM, cache)
 
     def _stream_db(self) -> Any:
         return self._streamdb
@@ -451,14 +461,62 @@ class _HyperscanMatcher:
         return _HyperscanStream(self)
 
 
-def _compile_hs(exprs: list[bytes], ids: list[int], flags: list[int], mode: int) -> Any:
+def _compile_hs(exprs: list[bytes], ids: list[int], flags: list[int], mode: int,
+                cache: DatabaseCache | None = None) -> Any:
     assert _hs is not None
-    db = _hs.Database(mode=mode)
-    try:
-        db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
-    except _hs.error as exc:  # CompilerError names the failing expression index
-        raise PatternError(f"hyperscan: {exc}") from None
+
+    def compile_db() -> Any:
+        db = _hs.Database(mode=mode)
+        try:
+            db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
+        except _hs.error as exc:  # CompilerError names the failing expression index
+            raise PatternError(f"hyperscan: {exc}") from None
+        return db
+
+    if cache is None or cache.directory is None:
+        return compile_db()
+    key = database_key(exprs, ids, flags, mode, _hs_engine_version())
+    return cache.load_or_compile(key, compile_db, lambda blob: _load_hs(blob, mode), _hs.dumpb,
+                                 _probe_db if mode == _hs.HS_MODE_STREAM else _probe_block_db)
+
+
+def _load_hs(blob: bytes, mode: int) -> Any:
+    """A serialized database, ready to scan: ``loadb`` leaves it without the scratch space
+    that ``compile`` allocates (scanning then fails with HS_INVALID)."""
+    assert _hs is not None
+    db = _hs.loadb(blob, mode)
+    db.scratch = _hs.Scratch(db)
     return db
+
+
+_engine_version: bytes | None = None
+
+
+def _hs_engine_version() -> bytes:
+    """The binding's version and the library's version and target features on this host (a
+    one-pattern compile: about 0.1 ms), so a cached database from another build or CPU misses."""
+    global _engine_version
+    if _engine_version is None:
+        assert _hs is not None
+        db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+        db.compile(expressions=[b"a"], ids=[0], elements=1, flags=[0])
+        info = db.info()
+        _engine_version = (f"python-hyperscan {_hs.__version__}; ".encode() +
+                           (info if isinstance(info, bytes) else str(info).encode()))
+    return _engine_version
+
+
+def _probe_block_db(db: Any) -> None:
+    """A loaded block database must scan (raises, e.g. for another platform's database)."""
+    db.scan(b"probe", match_event_handler=_on_hit, context=_Collector())
+
+
+def _probe_db(db: Any) -> None:
+    """A loaded stream database must open, scan and close a stream."""
+    ctx = _Collector()
+    st = db.stream(match_event_handler=_on_hit, context=ctx).__enter__()  # as _HyperscanStream does
+    st.scan(b"probe", match_event_handler=_on_hit, context=ctx)
+    st.close(match_event_handler=_on_hit, context=ctx)
 
 
 class _HyperscanStream:
@@ -469,7 +527,7 @@ class _HyperscanStream:
 
     def __init__(self, m: _HyperscanMatcher) -> None:
         self._m = m
-        self._ctx = _Collector()  # held here: the Hyperscan stream only borrows it
+        self._ctx = m._stream_ctx  # the matcher's, which outlives this stream
         self._hs: Any = None
         self.offset = 0
         self._tail = b""  # history for variable-width regex starts

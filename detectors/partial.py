@@ -36,8 +36,24 @@ import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+
+    class _LazyNumpy:
+        """numpy, imported on first use: it costs 0.1-0.2 s of start-up in every process (and
+        every ``--workers`` worker), and only rule sets with ``documents:`` indexes need it."""
+
+        def __getattr__(self, name: str) -> Any:
+            import numpy
+
+            globals()["np"] = numpy  # later lookups find the module itself
+            return getattr(numpy, name)
+
+    np = _LazyNumpy()
 
 K = 16
 W = 6
@@ -65,7 +81,9 @@ def _splitmix64(n: int, seed: int) -> list[int]:
 # Independent random odd 64-bit multipliers, one per k-gram position (fixed: part of the index
 # format). Characters are scrambled first, so the sum over positions is not a linear function of
 # the code points (a linear one collides on anagram-like k-grams).
-_MULT = np.array(_splitmix64(64, 0x6C65616B6D6F6E), dtype=np.uint64)
+@cache
+def _multipliers() -> np.ndarray:
+    return np.array(_splitmix64(64, 0x6C65616B6D6F6E), dtype=np.uint64)
 
 
 class IndexError_(ValueError):  # noqa: N801 - "IndexError" is a builtin
@@ -88,8 +106,9 @@ def kgram_hashes(norm: str, k: int = K) -> np.ndarray:
         return np.zeros(0, dtype=np.uint64)
     codes = _mix(np.frombuffer(norm.encode("utf-32-le"), dtype="<u4").astype(np.uint64))
     h = np.zeros(n, dtype=np.uint64)
+    mult = _multipliers()
     for j in range(k):
-        h += codes[j:j + n] * _MULT[j]
+        h += codes[j:j + n] * mult[j]
     return _mix(h)  # spreads the bits so "smallest hash" is an unbiased choice
 
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,11 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 PCAPS = ROOT / "pcaps"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TZ", "UTC")
+# Compiled-database cache (detectors/dbcache.py): a private one for this test run, inherited by
+# the sensors that e2e tests start as subprocesses, never the user's ~/.cache/leakmon.
+_CACHE = tempfile.mkdtemp(prefix="leakmon-test-cache-")
+os.environ.setdefault("LEAKMON_CACHE_DIR", _CACHE)
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 def needs_root_netns() -> pytest.MarkDecorator:

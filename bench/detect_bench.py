@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Detection hot path and per-flow detection memory, both matcher engines.
+
+``segments``: many flows, both directions, stream bytes cut into 1448-byte segments (the
+reassembler's in-order hand-over) and interleaved round-robin across flows, fed to
+``Detection.stream_data`` -- the per-segment call the pipeline makes. Content is seeded:
+English and Japanese text lines, HTML, random binary, and base64 MIME bodies (which open flat
+runs), with the shipped example signatures loaded. Reports CPU microseconds per segment
+(best of ``--repeat``) and MB/s, plus the bare ``MarkerStreams.feed`` cost on the same
+segments, and checks that the planted markers are found (same count every run).
+
+``compile``: the shipped signatures' matcher built with no cache, on a cache miss (compile and
+store) and on a hit (load), CPU milliseconds.
+
+``memory``: detection state of idle HTTP flows -- a request head in one direction, a response
+head in the other, then nothing -- for ``--flows`` flows. Python objects through tracemalloc;
+Hyperscan stream state (malloc'd by the library, invisible to tracemalloc) from the RSS growth.
+
+    python3 bench/detect_bench.py                     # both modes, both engines
+    python3 bench/detect_bench.py segments --engine hyperscan --repeat 5
+    python3 bench/detect_bench.py segments --engine hyperscan --capture bench/data/m50.pcap
+    python3 bench/detect_bench.py memory --flows 20000
+    python3 bench/detect_bench.py compile --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import os
+import random
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("LEAKMON_CACHE_DIR", "off")  # measure the hot path, not the cache
+
+from detectors.engine import Detection  # noqa: E402
+from detectors.markers import MarkerStreams  # noqa: E402
+from monitor.config import load_config  # noqa: E402
+from monitor.model import Flow  # noqa: E402
+from monitor.stats import Stats  # noqa: E402
+
+SEGMENT = 1448
+SEED = 20261125
+EN = ("the quarterly report lists every shipment and its customs reference number " * 3).split()
+JA = "調達における情報セキュリティ基準に基づき常時監視を行う担当者は記録を保存する".encode()
+
+
+def _text_lines(rnd: random.Random, n: int) -> bytes:
+    out = []
+    for _ in range(n):
+        if rnd.random() < 0.3:
+            out.append(JA[: rnd.randrange(30, len(JA)) // 3 * 3])
+        else:
+            out.append(" ".join(rnd.choice(EN) for _ in range(rnd.randrange(5, 14))).encode())
+    return b"\r\n".join(out) + b"\r\n"
+
+
+def _stream(rnd: random.Random, size: int, marker: bytes | None) -> bytes:
+    """One direction's bytes: a mix of text, HTML, binary and a base64 MIME body."""
+    parts: list[bytes] = []
+    total = 0
+    while total < size:
+        kind = rnd.random()
+        if kind < 0.4:
+            p = _text_lines(rnd, 40)
+        elif kind < 0.55:
+            p = b"<html><body><p>" + _text_lines(rnd, 20).replace(b"\r\n", b"</p><p>") + b"</p></body></html>"
+        elif kind < 0.85:
+            p = rnd.randbytes(rnd.randrange(2000, 20000))
+        else:
+            raw = rnd.randbytes(rnd.randrange(3000, 12000))
+            p = b"\r\n\r\n" + base64.encodebytes(raw).replace(b"\n", b"\r\n") + b"\r\n"
+        parts.append(p)
+        total += len(p)
+    data = b"".join(parts)[:size]
+    if marker is not None:  # planted so that it straddles a segment boundary
+        at = (len(data) // SEGMENT // 2) * SEGMENT - len(marker) // 2
+        data = data[:at] + marker + data[at + len(marker):]
+    return data
+
+
+def _config(engine: str) -> Any:
+    cfg = load_config(str(ROOT / "bench" / "bench.yaml"))
+    object.__setattr__(cfg.detection, "engine", engine)  # Config is frozen: a benchmark-only override
+    return cfg
+
+
+def _flow(i: int) -> Flow:
+    f = Flow(flow_id=i, proto=6, client=bytes([10, 0, i >> 8 & 255, i & 255]), server=bytes([192, 0, 2, 1]),
+             cport=40000 + i % 20000, sport=80)
+    f.protected_side = "client"
+    f.app_proto = "http"
+    return f
+
+
+def _segments(flows: int, per_dir: int, marker: bytes) -> tuple[list[tuple[int, int, bytes]], int]:
+    """Interleaved (flow index, direction, segment); every 10th flow carries the planted marker."""
+    rnd = random.Random(SEED)
+    per_flow: list[list[tuple[int, int, bytes]]] = []
+    planted = 0
+    for i in range(flows):
+        segs = []
+        for d in (0, 1):
+            data = _stream(rnd, per_dir, marker if (i % 10 == 0 and d == 0) else None)
+            planted += i % 10 == 0 and d == 0
+            segs.append([data[j:j + SEGMENT] for j in range(0, len(data), SEGMENT)])
+        seq = [(i, d, s) for pair in zip(segs[0], segs[1], strict=False) for d, s in enumerate(pair)]
+        per_flow.append(seq)
+    out = [seg for group in zip(*per_flow, strict=False) for seg in group]
+    return out, planted
+
+
+class _Emitted:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, ev: Any) -> None:
+        self.events.append(ev)
+
+
+def _captured(capture: str) -> tuple[list[tuple[int, int, bytes]], int, list[Flow]]:
+    """The stream_data calls a real replay of ``capture`` makes (flow index, direction, data)."""
+    import detectors.engine as engine_mod
+    from monitor.runner import Sensor
+
+    calls: list[tuple[Flow, int, bytes]] = []
+    real = engine_mod.Detection.stream_data
+
+    def record(self: Any, flow: Flow, dir: int, data: bytes, ts: float, pcap_cnt: int | None = None) -> None:  # noqa: A002
+        calls.append((flow, dir, data))
+        real(self, flow, dir, data, ts, pcap_cnt)
+
+    engine_mod.Detection.stream_data = record  # type: ignore[method-assign]
+    try:
+        from monitor.capture.pcapfile import read_capture
+
+        sensor = Sensor(_config("hyperscan"), eve_path=None, replay=True)
+        for raw in read_capture(capture, stats=sensor.stats):
+            sensor.pipeline.process(raw)
+        sensor.finish()
+    finally:
+        engine_mod.Detection.stream_data = real  # type: ignore[method-assign]
+    index: dict[int, int] = {}
+    flows: list[Flow] = []
+    out = []
+    for flow, d, data in calls:
+        i = index.get(id(flow))
+        if i is None:
+            i = index[id(flow)] = len(flows)
+            flows.append(flow)
+        out.append((i, d, data))
+    return out, 0, flows
+
+
+def bench_segments(engine: str, flows: int, per_dir: int, repeat: int, capture: str | None = None) -> None:
+    cfg = _config(engine)
+    if capture:
+        segs, planted, real_flows = _captured(capture)
+        flows = len(real_flows)
+    else:
+        segs, planted = _segments(flows, per_dir, cfg.canary.marker.encode())  # the canary rule is always loaded
+    nbytes = sum(len(s) for _, _, s in segs)
+    best = best_feed = float("inf")
+    alerts = -1
+    for _ in range(repeat):
+        sink = _Emitted()
+        det = Detection(cfg, Stats(), sink)
+        fl = [_flow(i) for i in range(flows)]
+        if capture:
+            for f, real in zip(fl, real_flows, strict=True):
+                f.app_proto, f.protected_side = real.app_proto, real.protected_side
+        gc.collect()
+        t0 = time.process_time()
+        ts = 1.0e9
+        for i, d, s in segs:
+            det.stream_data(fl[i], d, s, ts, 1)
+            ts += 0.0001
+        for f in fl:
+            det.flow_end(f)
+        best = min(best, time.process_time() - t0)
+        alerts = len(sink.events)
+        # the bare stream feed on the same segments
+        ms = det.rules.markers
+        streams = [[MarkerStreams(ms), MarkerStreams(ms)] for _ in range(flows)]
+        t0 = time.process_time()
+        for i, d, s in segs:
+            streams[i][d].feed(s)
+        best_feed = min(best_feed, time.process_time() - t0)
+    n = len(segs)
+    print(f"{engine:12s} {n} segments, {nbytes / 1e6:.1f} MB, {flows} flows: stream_data {best / n * 1e6:.2f} us/seg "
+          f"({nbytes / best / 1e6:.0f} MB/s); MarkerStreams.feed {best_feed / n * 1e6:.2f} us/seg; "
+          f"events {alerts} (planted {planted})")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _idle_flows(det: Detection, flows: list[Flow], req: bytes, resp: bytes | None) -> None:
+    for f in flows:
+        det.stream_data(f, 0, bytes(req), 1.0)
+        if resp is not None:
+            det.stream_data(f, 1, bytes(resp), 1.0)
+
+
+def bench_memory(engine: str, flows: int) -> None:
+    """Per idle flow: Python objects (tracemalloc) and everything (RSS growth, which also counts
+    Hyperscan's malloc'd stream state), each on its own set of flows."""
+    cfg = _config(engine)
+    det = Detection(cfg, Stats(), _Emitted())
+    req = (b"GET /index.html?q=1 HTTP/1.1\r\nHost: intranet.example\r\nUser-Agent: Mozilla/5.0\r\n"
+           b"Accept: */*\r\nConnection: keep-alive\r\n\r\n")
+    resp = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/html; charset=utf-8\r\n"
+            b"Content-Length: 1234\r\nConnection: keep-alive\r\n\r\n")
+    warm = [_flow(1 << 20)]
+    _idle_flows(det, warm, req, resp)  # first-use allocations (scratch, caches) outside the count
+    # The request/response bytes are the caller's; the stream history keeps references to them.
+    payload = {"request only": sys.getsizeof(req), "request + response": sys.getsizeof(req) + sys.getsizeof(resp)}
+    for label, second in (("request only", None), ("request + response", resp)):
+        fl = [_flow(i) for i in range(flows)]
+        gc.collect()
+        rss0 = _rss()
+        _idle_flows(det, fl, req, second)
+        gc.collect()
+        rss = (_rss() - rss0) / flows
+        fl2 = [_flow(i) for i in range(flows)]
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        _idle_flows(det, fl2, req, second)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        py = sum(s.size_diff for s in after.compare_to(before, "filename")) / flows
+        print(f"{engine:12s} idle HTTP flow, {label:18s}: detection state {py:.0f} B/flow Python objects "
+              f"(tracemalloc; includes {payload[label]} B of referenced payload), {rss:.0f} B/flow RSS "
+              f"(with Hyperscan stream state) over {flows} flows")
+        for f in fl + fl2:
+            det.flow_end(f)
+
+
+def bench_compile(repeat: int) -> None:
+    """Start-up share of detection: the shipped rules' matcher, compiled vs. from the cache."""
+    import tempfile
+
+    from detectors.dbcache import DatabaseCache
+    from detectors.markers import MarkerSet
+    from detectors.signatures import load_signatures
+
+    rules = load_signatures([str(ROOT / "signatures")]).markers
+    with tempfile.TemporaryDirectory() as tmp:
+        timings: dict[str, list[float]] = {"compile (no cache)": [], "miss + store": [], "hit (load)": []}
+        for i in range(repeat):
+            for label, cache in (("compile (no cache)", None), ("miss + store", DatabaseCache(f"{tmp}/{i}")),
+                                 ("hit (load)", DatabaseCache(f"{tmp}/{i}"))):
+                t0 = time.process_time()
+                MarkerSet(rules, "hyperscan", cache)
+                timings[label].append(time.process_time() - t0)
+    print(f"hyperscan    shipped signatures' MarkerSet, CPU ms (best of {repeat}): " +
+          ", ".join(f"{k} {min(v) * 1e3:.1f}" for k, v in timings.items()))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", nargs="?", choices=("segments", "memory", "compile", "all"), default="all")
+    ap.add_argument("--engine", choices=("hyperscan", "ahocorasick", "both"), default="both")
+    ap.add_argument("--flows", type=int, default=200)
+    ap.add_argument("--bytes-per-direction", type=int, default=64 * 1024)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--capture", help="segments: the stream bytes a replay of this capture hands to detection")
+    args = ap.parse_args()
+    engines = ("hyperscan", "ahocorasick") if args.engine == "both" else (args.engine,)
+    for engine in engines:
+        if args.mode in ("segments", "all"):
+            bench_segments(engine, args.flows, args.bytes_per_direction, args.repeat, args.capture)
+        if args.mode in ("memory", "all"):
+            bench_memory(engine, max(args.flows, 10000))
+    if args.mode in ("compile", "all") and "hyperscan" in engines:
+        bench_compile(args.repeat)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
