@@ -45,8 +45,13 @@ class EventBus:
         self._sinks: list[tuple[str, Sink]] = []
         self.stats = stats
 
-    def subscribe(self, name: str, sink: Sink) -> None:
-        self._sinks.append((name, sink))
+    def subscribe(self, name: str, sink: Sink, *, first: bool = False) -> None:
+        """Add a sink after the others, or before them (``first``: an EVE sink, whose records set
+        the flow's community_id that later sinks copy)."""
+        if first:
+            self._sinks.insert(0, (name, sink))
+        else:
+            self._sinks.append((name, sink))
 
     def publish(self, event: Event) -> None:
         for name, sink in self._sinks:

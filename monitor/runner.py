@@ -34,6 +34,31 @@ log = logging.getLogger("leakmon")
 GC_THRESHOLDS = (50_000, 50, 100)
 
 
+# glibc allocator settings for a sensor process (mallopt parameters). The capture reader and the
+# reassembly allocate blocks of about 1 MiB again and again; glibc serves a block that large
+# with a fresh mmap unless its (dynamic) threshold lies above the block's size, and a block of
+# the threshold's own size still gets one: every block's pages fault in anew and go back to the
+# kernel when freed. Measured on a 214 MB capture: ~48,000 page faults and ~0.2 s of system time
+# per pass over the file (each --workers process makes a pass), ~1,000 with these. Blocks above
+# 4 MiB are still mapped on their own; at most 32 MiB of free heap is kept for reuse.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 4 << 20
+TRIM_THRESHOLD = 32 << 20
+
+
+def tune_allocator() -> bool:
+    """Apply the sensor's allocator settings; False where the C library is not glibc."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False  # musl and others: no mallopt; their own defaults apply
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
 @contextlib.contextmanager
 def sensor_gc() -> Iterator[None]:
     """Collector settings for the packet loop; restored on exit (replay may run in-process).
@@ -120,6 +145,7 @@ def replay(args: argparse.Namespace) -> int:
     from monitor.capture.pcapfile import read_capture
 
     cfg = apply_overrides(load_config(args.config), args)
+    tune_allocator()  # before the workers fork: they inherit it
     if args.workers and args.workers > 1:
         from monitor.workers import replay_sharded
 
@@ -156,6 +182,7 @@ def live(args: argparse.Namespace) -> int:
     from monitor.capture.afpacket import LiveCapture
 
     cfg = apply_overrides(load_config(args.config), args)
+    tune_allocator()  # before the workers fork: they inherit it
     if args.workers and args.workers > 1:
         from monitor.workers import live_sharded
 
