@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import lzma
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 from monitor.config import ContentConfig
 from monitor.content import charset
@@ -32,7 +34,7 @@ from monitor.content.ooxml import is_ooxml, ooxml_format, ooxml_items
 from monitor.content.pdf import pdf_items
 from monitor.stats import Stats
 
-__all__ = ["Member", "Notice", "Text", "detect_format", "extract", "walk"]
+__all__ = ["ExtractCache", "Member", "Notice", "Text", "detect_format", "extract", "walk"]
 
 # CPU-time budget of one extract() call (thread CPU time, so a loaded host does not cut documents
 # short); pure-Python decoders (PDF, tar, SST) check it between objects and pages.
@@ -215,13 +217,14 @@ def _ole(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
 
 
 def _text(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
-    cs = charset.guess(data[: 1 << 20])
-    if cs is None:
+    decoded = charset.decode(data)
+    if decoded is None:
         return
+    cs, text, utf8 = decoded
     _decoded(budget, "text")
-    text, clipped = budget.clip_text(data.decode(cs, "replace"))
+    text, clipped = budget.clip_text(text)
     if text:
-        yield Text(text, f"text:{cs}")
+        yield Text(text, f"text:{cs}", None if clipped else utf8)
     if clipped:
         yield Notice("truncated", "text cap reached")
 
@@ -266,3 +269,99 @@ def walk(
             else:
                 yield path, item
         stack.extend(reversed(children))
+
+
+class _RecordingStats:
+    """Forwards ``incr`` to the real counters and keeps the calls, to be replayed on a hit."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.calls: list[tuple[str, int, dict[str, Any]]] = []
+
+    def incr(self, name: str, n: int = 1, **labels: Any) -> None:
+        self.calls.append((name, n, labels))
+        self.stats.incr(name, n, **labels)
+
+
+_CACHED_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08", OLE_MAGIC, b"%PDF-")
+_CACHED_FORMATS = ("zip", "ole", "pdf")
+
+
+class ExtractCache:
+    """The items and counter increments of recent ``extract()`` calls, replayed for a call with
+    the same bytes, name, MIME type, depth and limits.
+
+    The same attachment mailed to many recipients, the same archive downloaded again: decoding
+    it again would give the same items (``extract`` is a function of those arguments and the
+    limits) and the same counters, which are replayed. Only zip (and OOXML, ODF), OLE2 and PDF
+    files are kept: the costly decoders, and formats found by their magic bytes whose decoding
+    never looks at the name or MIME type, so those are not part of the key (a download's name
+    is its URL). Only calls that ran to the end without the CPU-time cap (whose outcome depends
+    on the machine, not the input) are kept. At most ``max_bytes`` of inputs and outputs are
+    held, least recently used first out; an input over ``max_input`` bytes is never kept.
+    """
+
+    def __init__(self, max_bytes: int = 32 << 20, max_input: int = 4 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.max_input = max_input
+        self.size = 0
+        self.hits = 0
+        self._entries: OrderedDict[tuple[Any, ...], tuple[list[Item], list[tuple[str, int, dict[str, Any]]], int]]
+        self._entries = OrderedDict()
+
+    def extract(
+        self, data: bytes, *, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats
+    ) -> Iterator[Member | Text | Notice]:
+        """``extract()`` with the same items and counters, from the cache when it can."""
+        if not self._cacheable(data, name, mime):
+            yield from extract(data, name=name, mime=mime, depth=depth, limits=limits, stats=stats)
+            return
+        key = (data, depth, limits)
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            items, calls, _ = hit
+            for counter, n, labels in calls:
+                stats.incr(counter, n, **labels)
+            yield from items
+            return
+        recorder = _RecordingStats(stats)
+        items = []
+        for item in extract(data, name=name, mime=mime, depth=depth, limits=limits, stats=cast(Stats, recorder)):
+            items.append(item)
+            yield item
+        if any(c == "content.cap" and labels.get("cap") == "time" for c, _, labels in recorder.calls):
+            return
+        self._put(key, items, recorder.calls)
+
+    def _cacheable(self, data: bytes, name: str, mime: str | None) -> bool:
+        if len(data) > self.max_input or not (data.startswith(_CACHED_MAGIC) or b"%PDF-" in data[:1024]):
+            return False
+        return detect_format(data, name, mime) in _CACHED_FORMATS  # cheap with these magic bytes
+
+    def _put(self, key: tuple[Any, ...], items: list[Item], calls: list[tuple[str, int, dict[str, Any]]]) -> None:
+        size = len(key[0]) + 256 + sum(_held(i) for i in items)
+        if size > self.max_bytes // 4:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= old[2]
+        self._entries[key] = (items, calls, size)
+        self.size += size
+        while self.size > self.max_bytes:
+            _, (_, _, dropped) = self._entries.popitem(last=False)
+            self.size -= dropped
+
+
+def _held(item: Item) -> int:
+    """About the bytes an item keeps alive (text at 2 bytes a character, plus its UTF-8)."""
+    if isinstance(item, Member):
+        return len(item.data) + 128
+    if isinstance(item, Text):
+        return 2 * len(item.text) + len(item.utf8 or b"") + 128
+    return 128
+
+
+# The pipeline's cache (one per process: each worker has its own).
+PIPELINE_CACHE = ExtractCache()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 NOTICE_KINDS = ("encrypted", "bomb", "depth", "members", "malformed", "truncated")
 
@@ -23,10 +23,20 @@ class Member:
 
 @dataclass(frozen=True)
 class Text:
-    """Searchable text from one place of a document (``zip:word/document.xml``, ``pdf:page3``)."""
+    """Searchable text from one place of a document (``zip:word/document.xml``, ``pdf:page3``).
+
+    ``utf8``: ``text`` encoded in UTF-8 when the decoder had those bytes anyway (UTF-8 input, or
+    text assembled from UTF-8 XML), so the detectors need not encode it again; None otherwise.
+    Not part of equality: it is the same text.
+    """
 
     text: str
     where: str
+    utf8: bytes | None = field(default=None, compare=False, repr=False)
+
+    def encoded(self) -> bytes:
+        """``text`` in UTF-8."""
+        return self.utf8 if self.utf8 is not None else self.text.encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -69,10 +69,10 @@ def zip_part_text(data: bytes, m: ZipMember, rules: XmlRules, budget: Budget) ->
     if room <= 0:
         budget.count_cap("text")
         raise CapHit("text", "text cap reached")
-    text, clipped, error = xml_text(read_zip_member(data, m, budget), rules, room)
+    text, clipped, error, utf8 = xml_text(read_zip_member(data, m, budget), rules, room)
     text, over = budget.clip_text(text)
     if text.strip():
-        yield Text(text, f"zip:{m.entry.name}")
+        yield Text(text, f"zip:{m.entry.name}", None if over else utf8)
     if clipped or over:
         budget.count_cap("text")
         raise CapHit("text", "text cap reached")
