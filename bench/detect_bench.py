@@ -21,6 +21,7 @@ Hyperscan stream state (malloc'd by the library, invisible to tracemalloc) from 
     python3 bench/detect_bench.py segments --engine hyperscan --capture bench/data/m50.pcap
     python3 bench/detect_bench.py memory --flows 20000
     python3 bench/detect_bench.py compile --repeat 5
+    python3 bench/detect_bench.py segments --capture bench/data/m50.pcap --markers 1000   # 1,000-marker set
 """
 
 from __future__ import annotations
@@ -86,10 +87,25 @@ def _stream(rnd: random.Random, size: int, marker: bytes | None) -> bytes:
     return data
 
 
+_EXTRA_SIGNATURES: list[str] = []  # --markers: bench/memory.py's generated marker file
+
+
 def _config(engine: str) -> Any:
     cfg = load_config(str(ROOT / "bench" / "bench.yaml"))
     object.__setattr__(cfg.detection, "engine", engine)  # Config is frozen: a benchmark-only override
+    if _EXTRA_SIGNATURES:
+        object.__setattr__(cfg, "signatures", [*cfg.signatures, *_EXTRA_SIGNATURES])
     return cfg
+
+
+def _add_markers(count: int, tmp: str) -> None:
+    """The shipped signatures plus ``count`` generated markers (bench/memory.py's ``signatures``
+    set: every encoding and variant of each, so about ten matcher patterns per marker)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from memory import signature_files
+
+    files = signature_files(Path(tmp), count, 0, hashes_as_rules=True)
+    _EXTRA_SIGNATURES.extend(str(f) for f in files)
 
 
 def _flow(i: int) -> Flow:
@@ -194,7 +210,8 @@ def bench_segments(engine: str, flows: int, per_dir: int, repeat: int, capture: 
             streams[i][d].feed(s)
         best_feed = min(best_feed, time.process_time() - t0)
     n = len(segs)
-    print(f"{engine:12s} {n} segments, {nbytes / 1e6:.1f} MB, {flows} flows: stream_data {best / n * 1e6:.2f} us/seg "
+    print(f"{engine:12s} {n} segments, {nbytes / 1e6:.1f} MB, {flows} flows, "
+          f"{det.rules.markers.pattern_count} patterns: stream_data {best / n * 1e6:.2f} us/seg "
           f"({nbytes / best / 1e6:.0f} MB/s); MarkerStreams.feed {best_feed / n * 1e6:.2f} us/seg; "
           f"events {alerts} (planted {planted})")
 
@@ -276,7 +293,13 @@ def main() -> int:
     ap.add_argument("--bytes-per-direction", type=int, default=64 * 1024)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--capture", help="segments: the stream bytes a replay of this capture hands to detection")
+    ap.add_argument("--markers", type=int, default=0,
+                    help="also load this many generated markers (bench/memory.py signatures: 1000)")
     args = ap.parse_args()
+    if args.markers:
+        import tempfile
+
+        _add_markers(args.markers, tempfile.mkdtemp(prefix="lm-detect-bench-"))
     engines = ("hyperscan", "ahocorasick") if args.engine == "both" else (args.engine,)
     for engine in engines:
         if args.mode in ("segments", "all"):

@@ -48,7 +48,9 @@ Engine notes (measured traps of the PyPI builds):
   the Hyperscan stream: the handler is a module function, the context the matcher's one
   collector, which each stream object references through its matcher. Keyword parsing costs about a microsecond
   per call, a large share of a 1,448-byte segment's scan.
-* pyahocorasick's PyPI build takes only ``str`` keys: bytes are mapped through latin-1.
+* pyahocorasick's PyPI build takes only ``str`` keys: bytes are mapped through latin-1 (one
+  decode per buffer, and only when the gram filter found a window: see ``_GramFilter``).
+  Its speed falls with the number of keys, so it scans only the windows where a key may start.
   Streams carry an overlap of ``max(max_literal_len - 1, max_regex_width)`` bytes.
 """
 
@@ -166,21 +168,44 @@ def compile(patterns: Iterable[Pattern], engine: str = "auto", *,  # noqa: A001 
 
 def has_line_structure(data: bytes) -> bool:
     """Does the line probe match in ``data`` (block mode)?"""
-    if b"\n" not in data:
-        return False
-    return any(rx.search(data) is not None for rx in _PROBE_RES)
+    return _probe_after(data, 0, True)
 
 
 def _probe_after(buf: bytes, fresh_from: int, at_start: bool) -> bool:
     """A line-probe match ending after ``fresh_from`` in ``buf`` (``at_start``: buf[0] starts the stream)."""
     if b"\n" not in buf:
         return False  # every probe match holds a line break
-    for rx in _PROBE_RES:
-        pos = 0 if at_start else max(1, fresh_from - _PROBE_HISTORY)  # pos > 0: "^" cannot match
-        m = rx.search(buf, pos)
-        while m is not None and m.end() <= fresh_from:
-            m = rx.search(buf, m.start() + 1)
-        if m is not None:
+    pos = 0 if at_start else max(1, fresh_from - _PROBE_HISTORY)  # pos > 0: "^" cannot match
+    for rx in _PROBE_RES[:_QP_PROBE]:
+        if _first_match_after(rx, buf, pos, len(buf), fresh_from):
+            return True
+    return _qp_probe_after(buf, pos, fresh_from)
+
+
+def _first_match_after(rx: re.Pattern[bytes], buf: bytes, pos: int, endpos: int, fresh_from: int) -> bool:
+    """Does a match of ``rx`` starting in ``buf[pos:endpos]`` end after ``fresh_from``?"""
+    m = rx.search(buf, pos, endpos)
+    while m is not None and m.end() <= fresh_from:
+        m = rx.search(buf, m.start() + 1, endpos)
+    return m is not None
+
+
+# The QP probe has no literal prefix, so ``re`` tries it at every byte (about 90 us per 1,448-byte
+# segment). Every match ends at a soft line break "=\r?\n" and starts at most _QP_PROBE_WIDTH
+# bytes before its end, and at any start at most one match is possible (the branches begin with
+# different bytes, the printable run cannot cross the line break): so searching a window that
+# ends at each soft break finds exactly the matches the whole-buffer search finds. Binary and
+# plain text rarely hold "=\n"; a QP body costs one short search per soft-broken line.
+_QP_PROBE = 3  # index of the QP probe in PROBES
+_QP_BREAK = re.compile(rb"=\r?\n")
+_QP_PROBE_WIDTH = 3 + 76 + 3  # "\n\r\n" or "x\r\n", the printable run, "=\r\n"
+
+
+def _qp_probe_after(buf: bytes, pos: int, fresh_from: int) -> bool:
+    rx = _PROBE_RES[_QP_PROBE]
+    for brk in _QP_BREAK.finditer(buf, pos):
+        end = brk.end()
+        if end > fresh_from and _first_match_after(rx, buf, max(pos, end - _QP_PROBE_WIDTH), end, fresh_from):
             return True
     return False
 
@@ -574,13 +599,14 @@ class _HyperscanStream:
 
 
 class _Automaton:
-    """One latin-1 automaton; keys map to lists of (pattern id, length, regex id or -1)."""
+    """One latin-1 automaton; keys map to lists of ``(pattern id, length, is_regex, exact)``
+    (``exact``: the literal's own bytes when it must match case-sensitively, else None)."""
 
     def __init__(self) -> None:
         self.a = _ac.Automaton()
         self.empty = True
 
-    def add(self, key: bytes, entry: tuple[int, int, bool]) -> None:
+    def add(self, key: bytes, entry: _Entry) -> None:
         k = key.decode("latin-1")
         cur = self.a.get(k, None)
         if cur is None:
@@ -594,55 +620,150 @@ class _Automaton:
             self.a.make_automaton()
 
 
+_Entry = tuple[int, int, bool, "bytes | None"]
+
+# pyahocorasick walks its trie with a linear search of each node's children, so its speed falls
+# with the number of distinct bytes that can follow a state: 163 MB/s with 10 literals, 18 MB/s
+# with the shipped signatures' 177 keys (69 distinct first bytes) on binary data. So it runs
+# only over *windows* where a key may start, which a vectorised filter finds: every 4-byte
+# gram of the (case-folded) data is hashed with numpy and looked up in a table of the keys'
+# first grams; a hash hit whose gram really starts a key opens the window
+# [start, start + longest such key). Every occurrence of a key lies inside the window opened
+# at its start, windows are merged, and the automaton reports only matches that lie wholly
+# within the window it scans, so each occurrence is found exactly once. Keys shorter than a
+# gram, and buffers too short to repay numpy's per-call cost, take the whole-buffer scan.
+_GRAM = 4
+_TABLE_BITS = 20
+_HASH_MUL = 0x9E3779B1  # Knuth's multiplicative hash (32-bit golden ratio)
+FILTER_MIN_BYTES = 160  # below this a whole-buffer automaton pass costs less than the filter (measured: 96-192 bytes)
+
+
+class _GramFilter:
+    """Where a key of at least :data:`_GRAM` bytes may start in a buffer (see above)."""
+
+    def __init__(self, keys: Iterable[bytes]) -> None:
+        import numpy as np  # the fallback engine's dependency only: imported when it is built
+
+        self._np = np
+        self._u4 = np.dtype("<u4")  # a gram as a little-endian 32-bit number, on every platform
+        self._mul = np.uint32(_HASH_MUL)
+        self._shift = np.uint32(32 - _TABLE_BITS)
+        self.longest: dict[bytes, int] = {}  # first gram -> longest key starting with it
+        for k in keys:
+            g = k[:_GRAM]
+            self.longest[g] = max(self.longest.get(g, 0), len(k))
+        self._table = np.zeros(1 << _TABLE_BITS, dtype=np.bool_)
+        self._table[self._hashes(b"".join(self.longest), _GRAM)] = True
+
+    def _hashes(self, data: bytes, step: int) -> Any:
+        """Hash of the gram at every ``step``-th offset of ``data``."""
+        # A strided view of (unaligned) 32-bit words, one per offset, copied once into an aligned
+        # array that is then hashed in place: numpy's per-call cost, not the bytes, dominates a
+        # segment's filter (five calls in all), and arithmetic on the unaligned view is 2x slower.
+        h = self._np.ndarray(shape=((len(data) - _GRAM) // step + 1,), dtype=self._u4, buffer=data,
+                             strides=(step,)).copy()
+        h *= self._mul
+        h >>= self._shift
+        return h
+
+    def windows(self, data: bytes) -> list[tuple[int, int]]:
+        """Merged ``[start, end)`` windows of ``data`` holding every occurrence of every key."""
+        if len(data) < _GRAM:
+            return []
+        starts = self._table.take(self._hashes(data, 1)).nonzero()[0]
+        if not starts.size:
+            return []
+        longest = self.longest
+        out: list[tuple[int, int]] = []
+        for s in starts.tolist():  # ascending
+            width = longest.get(data[s:s + _GRAM])
+            if width is None:  # a hash collision, not a key's first gram
+                continue
+            e = min(s + width, len(data))
+            if out and s <= out[-1][1]:
+                if e > out[-1][1]:
+                    out[-1] = (out[-1][0], e)
+            else:
+                out.append((s, e))
+        return out
+
+
 class _AhoMatcher:
+    """pyahocorasick over the case-folded data: one automaton for all keys (literals and the
+    regexes' required literals, ASCII-lowercased), so a buffer is lowered, filtered and decoded
+    once; a case-sensitive literal's hit is confirmed on the original bytes (hits are rare)."""
+
     engine = "ahocorasick"
 
     def __init__(self, patterns: list[Pattern], regexes: dict[int, RegexInfo], line_probe: bool = False) -> None:
         self.patterns = patterns
         self._regex = regexes
         self.line_probe = line_probe
-        self._exact = _Automaton()
-        self._folded = _Automaton()
+        self._long = _Automaton()  # keys of at least _GRAM bytes: scanned in the filter's windows
+        self._short = _Automaton()  # shorter keys: whole-buffer scans
+        long_keys: set[bytes] = set()
         max_lit = 1
         for p in patterns:
             if p.regex:
-                info = regexes[p.id]
-                for lit in info.prefilter:
-                    auto = self._folded if info.prefilter_nocase else self._exact
-                    auto.add(lit.lower() if info.prefilter_nocase else lit, (p.id, len(lit), True))
+                for lit in regexes[p.id].prefilter:  # a superset of the hits is fine: _confirm decides
+                    self._add(lit.lower(), (p.id, len(lit), True, None), long_keys)
                     max_lit = max(max_lit, len(lit))
             else:
-                auto = self._folded if p.nocase else self._exact
-                auto.add(p.data.lower() if p.nocase else p.data, (p.id, len(p.data), False))
+                self._add(p.data.lower(), (p.id, len(p.data), False, None if p.nocase else p.data), long_keys)
                 max_lit = max(max_lit, len(p.data))
-        self._exact.finish()
-        self._folded.finish()
+        self._long.finish()
+        self._short.finish()
+        self._filter = _GramFilter(long_keys) if long_keys else None
         self.overlap = max(max_lit - 1, max((r.max_width for r in regexes.values()), default=0))
+
+    def _add(self, key: bytes, entry: _Entry, long_keys: set[bytes]) -> None:
+        if len(key) >= _GRAM:
+            self._long.add(key, entry)
+            long_keys.add(key)
+        else:
+            self._short.add(key, entry)
 
     def scan(self, data: bytes) -> list[Match]:
         data = bytes(data)
         out = self._scan(data, 0, 0)
         if self.line_probe and has_line_structure(data):
-            out.insert(0, (LINE_PROBE, 0, 0))
+            return [(LINE_PROBE, 0, 0), *out]  # a new list: out may be the shared empty one
         return out
+
+    def _hits(self, low: bytes) -> list[tuple[int, list[_Entry]]]:
+        """(key end, entries) of every key occurrence in the lowered buffer."""
+        text: str | None = None
+        found: list[tuple[int, list[_Entry]]] = []
+        if not self._long.empty:
+            f = self._filter
+            if f is None or len(low) < FILTER_MIN_BYTES:
+                text = low.decode("latin-1")
+                found.extend(self._long.a.iter(text))
+            else:
+                wins = f.windows(low)
+                if wins:
+                    text = low.decode("latin-1")
+                    it = self._long.a.iter
+                    for ws, we in wins:
+                        found.extend(it(text, ws, we))
+        if not self._short.empty:
+            found.extend(self._short.a.iter(text if text is not None else low.decode("latin-1")))
+        return found
 
     def _scan(self, buf: bytes, fresh_from: int, base: int) -> list[Match]:
         """Matches in ``buf`` whose end lies after ``fresh_from``; offsets shifted by ``base``."""
+        found = self._hits(buf.lower())
+        if not found:
+            return _NO_MATCHES
         out: list[Match] = []
         regex_hits: list[tuple[int, int, int]] = []  # (pattern id, literal start, literal end)
-        for auto, folded in ((self._exact, False), (self._folded, True)):
-            if auto.empty:
-                continue
-            text = buf.decode("latin-1")
-            if folded:
-                text = buf.lower().decode("latin-1")
-            for last, entries in auto.a.iter(text):
-                end = last + 1
-                for pid, n, is_regex in entries:
-                    if is_regex:
-                        regex_hits.append((pid, end - n, end))
-                    elif end > fresh_from:
-                        out.append((pid, end - n + base, end + base))
+        for last, entries in found:
+            end = last + 1
+            for pid, n, is_regex, exact in entries:
+                if is_regex:
+                    regex_hits.append((pid, end - n, end))
+                elif end > fresh_from and (exact is None or buf.startswith(exact, end - n)):
+                    out.append((pid, end - n + base, end + base))
         if regex_hits:
             out.extend(self._confirm(regex_hits, buf, fresh_from, base))
         out.sort(key=lambda m: (m[2], m[0], m[1]))
@@ -691,7 +812,7 @@ class _AhoStream:
         if self._m.line_probe:
             pbuf = self._probe_tail + data
             if _probe_after(pbuf, len(self._probe_tail), base == len(self._probe_tail)):
-                out.insert(0, (LINE_PROBE, base, base))
+                out = [(LINE_PROBE, base, base), *out]  # a new list: out may be the shared empty one
             self._probe_tail = pbuf[-_PROBE_HISTORY:]
         return out
 
