@@ -17,6 +17,10 @@ segment-sized writes, SHA-256 + MD5 alone, and for gzip ``zlib`` inflating the s
 
     python3 bench/http_bench.py [--mbytes 16] [--segment 1448] [--repeat 3]
         [--only cl,chunked,...] [--contexts null,real,recording] [--profile out.prof]
+    python3 bench/http_bench.py --memory     # bytes of an idle flow's parser state (tracemalloc)
+
+Workload ``mixed`` is bench/gen.py's HTTP traffic of the mixed capture (multipart Office uploads,
+some chunked; keep-alive gzip / chunked / Content-Length downloads), many flows, one parser each.
 
 Prints, per workload and stage: best CPU seconds (``time.process_time``; the build machines are
 shared and wall time swings with their load) of --repeat, and MB/s of the connection's bytes
@@ -30,6 +34,7 @@ import cProfile
 import gc
 import gzip
 import hashlib
+import importlib
 import random
 import sys
 import time
@@ -50,7 +55,9 @@ from tests.factories import RecordingContext, tflow  # noqa: E402
 EN = ("the quarterly report lists the supplier parts and delivery dates for the program office "
       "see attached drawings rev C and the test plan ").split()
 JA = "調達 情報 セキュリティ 基準 に 基づき 設計 図面 を 送付 します 試験 計画 の 改訂 版 です".split()
-WORKLOADS = ("cl", "cl-upload", "chunked", "chunked-small", "multipart", "gzip", "small")
+WORKLOADS = ("cl", "cl-upload", "chunked", "chunked-small", "multipart", "gzip", "small", "mixed")
+# The "mixed" workload: bench/gen.py's HTTP flows of the mixed capture (uploads : downloads 18 : 30).
+MIXED_HTTP = (("http_upload", 18), ("http_download", 30))
 
 
 class _DropListener:
@@ -232,6 +239,30 @@ def build(kind: str, size: int) -> tuple[list[tuple[int, bytes]], int]:
     raise SystemExit(f"unknown workload {kind}")
 
 
+def build_mixed(size: int) -> tuple[list[list[tuple[int, bytes]]], int]:
+    """bench/gen.py's HTTP flows, as the mixed capture carries them (multipart Office uploads, some
+    chunked; keep-alive downloads, gzip / chunked / Content-Length): one segment list per flow,
+    each segment a TCP payload as gen.py cut it. Returns (flows, stream bytes)."""
+    # Imported by name: gen.py's own fallback import of textpool confuses a static checker.
+    gen = importlib.import_module("bench.gen").Generator(20261125, leaks=False)
+    kinds = [k for k, w in MIXED_HTTP for _ in range(w)]
+    flows: list[list[tuple[int, bytes]]] = []
+    total = 0
+    while total < size:
+        gen.n += 1
+        steps: list[tuple[int, bytes]] = []
+        for frame in getattr(gen, gen.rng.choice(kinds))():
+            payload = frame[54:]  # Ethernet + IPv4 (no options) + TCP (no options), as gen.py writes
+            if payload:
+                steps.append((TO_SERVER if frame[:6] == _GEN_TO_SERVER else TO_CLIENT, payload))
+                total += len(payload)
+        flows.append(steps)
+    return flows, total
+
+
+_GEN_TO_SERVER = b"\x02\x00\x00\x00\x00\x02"  # gen.py's ETH_DST: frames the client sends
+
+
 def segments(runs: list[tuple[int, bytes]], mss: int) -> list[tuple[int, bytes]]:
     return [(d, data[i:i + mss]) for d, data in runs for i in range(0, len(data), mss)]
 
@@ -242,6 +273,21 @@ def segments(runs: list[tuple[int, bytes]], mss: int) -> list[tuple[int, bytes]]
 def run_http(steps: list[tuple[int, bytes]], context: str = "real") -> Any:
     ctx: Any = RecordingContext(flow=tflow(sport=80)) if context == "recording" else \
         BenchContext(real_files=context == "real")
+    run_flow(ctx, steps)
+    return ctx
+
+
+def run_flows(flows: list[list[tuple[int, bytes]]], context: str = "real") -> Any:
+    """Several connections, one parser each (per-flow and per-transaction costs), one context."""
+    ctx: Any = RecordingContext(flow=tflow(sport=80)) if context == "recording" else \
+        BenchContext(real_files=context == "real")
+    for steps in flows:
+        ctx.flow.parser = None
+        run_flow(ctx, steps)
+    return ctx
+
+
+def run_flow(ctx: Any, steps: list[tuple[int, bytes]]) -> None:
     flow = ctx.flow
     flow.parser = registry.new_tcp_parser(ctx)
     for d, data in steps:
@@ -254,7 +300,6 @@ def run_http(steps: list[tuple[int, bytes]], context: str = "real") -> Any:
                 flow.parser = None
     if flow.parser is not None:
         flow.parser.close(2.0)
-    return ctx
 
 
 def run_file(chunks: list[bytes]) -> str | None:
@@ -307,7 +352,39 @@ def _check(kind: str, ctx: Any, decoded: int) -> None:
     assert anomalies == 0, (kind, ctx.stats.snapshot())
 
 
+def bench_mixed(size: int, args: argparse.Namespace) -> None:
+    """The "mixed" workload: many flows, each through its own parser (as the pipeline runs them)."""
+    flows, wire = build_mixed(size)
+    for context in args.contexts.split(","):
+        ctx = run_flows(flows, context)
+        for f in ctx.files:
+            assert f.state == "CLOSED", ("mixed", f.state)
+        assert ctx.stats.total("applayer.anomaly") == 0, ("mixed", ctx.stats.snapshot())
+    ctx = run_flows(flows, "real")
+    decoded = sum(f.size for f in ctx.files if f.depth == 0)
+    plain = [c for f in ctx.files if f.depth == 0 for c in _chunks(f.buffer or b"", args.segment)]
+    mb = wire / 1e6
+    print(f"{'mixed':<13} {len(flows)} flows, {len(ctx.files)} files, {mb:.1f} MB stream", flush=True)
+    for context in args.contexts.split(","):
+        label = {"real": "http+file", "null": "http (file stub)", "recording": "http+RecordingContext"}[context]
+        seconds = best(lambda c=context: run_flows(flows, c), args.repeat)  # type: ignore[misc]
+        print(f"{'mixed':<13} {label:<24} {seconds:8.3f} {mb / seconds:9.1f} {decoded / 1e6 / seconds:9.1f}",
+              flush=True)
+    if not args.no_floors:
+        for stage, fn in (("FileObject.write", lambda: [run_file(plain)]),
+                          ("sha256+md5 (floor)", lambda: run_hashes(plain))):
+            seconds = best(fn, args.repeat)
+            print(f"{'mixed':<13} {stage:<24} {seconds:8.3f} {'':>9} {decoded / 1e6 / seconds:9.1f}", flush=True)
+    if args.profile:
+        cProfile.runctx("run_flows(flows, 'real')", globals(), {"run_flows": run_flows, "flows": flows},
+                        args.profile)
+        args.profile = None
+
+
 def bench_workload(kind: str, size: int, args: argparse.Namespace) -> None:
+    if kind == "mixed":
+        bench_mixed(size, args)
+        return
     runs, decoded = build(kind, size)
     steps = segments(runs, args.segment)
     wire = sum(len(d) for _, d in steps)
@@ -342,6 +419,41 @@ def bench_workload(kind: str, size: int, args: argparse.Namespace) -> None:
         args.profile = None
 
 
+def flow_memory(flows: int = 2000) -> None:
+    """tracemalloc bytes per idle HTTP flow of the parser state (detecting parser -> HttpParser,
+    its directions, transactions, buffers, open files): after the request of a keep-alive
+    connection (waiting for the response), and after its response (waiting for the next request).
+    The contexts, and their counters, are made before the measurement (the pipeline's, not the
+    parser's); hash state inside OpenSSL is not seen by tracemalloc."""
+    import tracemalloc
+
+    req = b"GET /%d HTTP/1.1\r\nHost: h%d.example.com\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello"
+    for stage in ("after request", "after response"):
+        contexts = [BenchContext(real_files=True) for _ in range(flows + 1)]
+        for ctx in contexts:
+            ctx.stats.incr("applayer.anomaly", type="-")  # the counter's own first allocation
+        _feed_flow(contexts.pop(), req % (0, 0), resp if stage == "after response" else b"")  # warm-up
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for i, ctx in enumerate(contexts):
+            _feed_flow(ctx, req % (i, i % 997), resp if stage == "after response" else b"")
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        grown = sum(d.size_diff for d in after.compare_to(before, "filename")
+                    if not d.traceback[0].filename.endswith(("stats.py", "tracemalloc.py")))
+        print(f"idle HTTP flow, {stage:<15} {grown / flows:8.0f} bytes/flow (tracemalloc, {flows} flows)")
+
+
+def _feed_flow(ctx: Any, request: bytes, response: bytes) -> None:
+    ctx.flow.parser = registry.new_tcp_parser(ctx)
+    ctx.flow.parser.feed(TO_SERVER, request, 1.0)
+    if response:
+        ctx.flow.parser.feed(TO_CLIENT, response, 1.0)
+
+
 def _chunks(data: bytes | bytearray, n: int) -> list[bytes]:
     return [bytes(data[i : i + n]) for i in range(0, len(data), n)]
 
@@ -355,7 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contexts", default="null,real,recording")
     ap.add_argument("--no-floors", action="store_true")
     ap.add_argument("--profile", help="write a cProfile of the real-context run of the first workload")
+    ap.add_argument("--memory", action="store_true", help="only measure the bytes of an idle flow's parser state")
     args = ap.parse_args(argv)
+    if args.memory:
+        flow_memory()
+        return 0
     size = int(args.mbytes * 1e6)
     print(f"segment {args.segment} B, body ~{args.mbytes:g} MB, best CPU time of {args.repeat}")
     print(f"{'workload':<13} {'stage':<24} {'cpu s':>8} {'stream':>9} {'decoded':>9}  (MB/s)")

@@ -11,6 +11,9 @@ is done once and late: while the content is buffered, the hashes are fed from th
 :data:`HASH_BLOCK` runs (one call per run, not two per write); once the buffer is given up (over
 ``max_buffer``) every write is hashed as it comes. A gap, or a close as TRUNCATED/ERROR, ends the
 hashing -- those files never report a hash, so the bytes still pending are not hashed at all.
+The hash objects themselves are created on the first run to hash (most files stay buffered
+until their close, and an open file -- a keep-alive response waiting for stray bytes -- then
+holds no hash state).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class FileObject:
     __slots__ = (
         "file_id", "flow", "tx_id", "direction", "name", "source", "protocol", "declared_type",
         "detected_type", "size", "missing_bytes", "state", "depth", "parent", "charset",
-        "_sha256", "_md5", "sha256", "md5", "_buffer", "_hashed", "buffer_overflow", "max_buffer",
+        "_sha256", "_md5", "_hashing", "sha256", "md5", "_buffer", "_hashed", "buffer_overflow", "max_buffer",
         "listener", "app", "extra", "_head", "declared_size",
     )
 
@@ -81,8 +84,9 @@ class FileObject:
         self.state = STATE_OPEN
         self.depth = depth
         self.parent = parent
-        self._sha256: Any = hashlib.sha256()  # None once no hash can be reported (gap, truncation)
-        self._md5: Any = hashlib.md5()  # noqa: S324 - an identifier, not security
+        self._hashing = True  # False once no hash can be reported (gap, truncation)
+        self._sha256: Any = None  # the hash objects, from the first bytes hashed (_hash)
+        self._md5: Any = None
         self.sha256: str | None = None
         self.md5: str | None = None
         self._buffer: bytearray | None = bytearray()
@@ -123,32 +127,37 @@ class FileObject:
         self.size = size + len(data)
         buf = self._buffer
         if buf is None:
-            if self._sha256 is not None:
-                self._sha256.update(data)
-                self._md5.update(data)
+            if self._hashing:
+                self._hash(data)
         elif len(buf) + len(data) <= self.max_buffer:
             buf += data
             if len(buf) - self._hashed >= HASH_BLOCK:
                 self._hash_buffer()
         else:
             self._hash_buffer()
-            if self._sha256 is not None:
-                self._sha256.update(data)
-                self._md5.update(data)
+            if self._hashing:
+                self._hash(data)
             self._buffer = None
             self.buffer_overflow = True
         if self.listener is not None:
             self.listener.on_file_data(self, data)
+
+    def _hash(self, data: Any) -> None:
+        if self._sha256 is None:
+            self._sha256 = hashlib.sha256(data)
+            self._md5 = hashlib.md5(data)  # noqa: S324 - an identifier, not security
+        else:
+            self._sha256.update(data)
+            self._md5.update(data)
 
     def _hash_buffer(self) -> None:
         """Feed the buffered bytes not yet hashed to both hashes (no copy)."""
         buf = self._buffer
         if buf is None or self._hashed >= len(buf):
             return
-        if self._sha256 is not None:
+        if self._hashing:
             with memoryview(buf) as view, view[self._hashed :] as pending:
-                self._sha256.update(pending)
-                self._md5.update(pending)
+                self._hash(pending)
         self._hashed = len(buf)
 
     def gap(self, length: int) -> None:
@@ -158,6 +167,7 @@ class FileObject:
         self.size += length
         # A file with a hole never reports a hash: stop hashing. Content decoders cannot trust a
         # buffer with a hole either; the file is still scanned as a stream.
+        self._hashing = False
         self._sha256 = self._md5 = None
         self._buffer = None
         if self.listener is not None:
@@ -174,10 +184,13 @@ class FileObject:
             self.state = STATE_TRUNCATED
         else:
             self.state = STATE_CLOSED
-        if self.state == STATE_CLOSED and self._sha256 is not None:
+        if self.state == STATE_CLOSED and self._hashing:
             self._hash_buffer()
+            if self._sha256 is None:
+                self._hash(b"")  # an empty file (nothing was ever hashed)
             self.sha256 = self._sha256.hexdigest()
             self.md5 = self._md5.hexdigest()
+        self._hashing = False
         self._sha256 = self._md5 = None
         if self.listener is not None:
             self.listener.on_file_close(self)

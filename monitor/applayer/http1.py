@@ -35,13 +35,18 @@ the chunk data of one segment going on as one piece; only a short undecided tail
 cut by the segment end) is carried. A header block is parsed once it is complete, in one pass
 when every line is a plain ``Name: value`` CRLF line, otherwise line by line with every
 anomaly above (the same headers either way; a block cut by a gap or the close is read line by
-line as far as it goes).
+line as far as it goes). A segment inside a chunk's data goes to the body in one call, as one
+inside a Content-Length body does.
+
+Memory (issue 6: 100,000 idle connections): the per-flow objects have ``__slots__``, the queue of
+requests awaiting a response is a plain list (a deque's first block alone is ~600 bytes), and the
+range store is made for the first 206 only (``bench/http_bench.py --memory``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -128,6 +133,7 @@ _CLEAN_HEADER_BLOCK = re.compile(rb"(?:[A-Za-z0-9-]+:[^\r\n]*\r\n)+")
 _LOOSE = "~"  # key prefix of headers whose name was only recognisable after removing junk
 _LOOSE_TE = _LOOSE + "transfer-encoding"
 _LOOSE_CL = _LOOSE + "content-length"
+_LOOSE_CE = _LOOSE + "content-encoding"
 
 
 def _latin(b: bytes) -> str:
@@ -141,7 +147,7 @@ def _text(s: str) -> str:
     return decode_header_text(s.encode("latin-1"))
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: no per-instance dict
 class Transaction:
     tx_id: int
     method: str = ""
@@ -162,6 +168,9 @@ class Transaction:
     # The request's part of the EVE http object, computed once per request header block.
     req_view: tuple[dict[str, Any], dict[str, Any]] | None = None
     req_view_of: list[tuple[str, str]] | None = None
+    # The same for the response's fields: (status it was made for, fields), of resp_view_of.
+    resp_view: tuple[int | None, dict[str, Any]] | None = None
+    resp_view_of: list[tuple[str, str]] | None = None
 
     def header(self, name: str, response: bool = False) -> str | None:
         for k, v in (self.resp_headers if response else self.req_headers):
@@ -187,8 +196,6 @@ def split_host(host: str) -> tuple[str, int | None]:
 
 
 def _is_ip_literal(name: str) -> bool:
-    import ipaddress
-
     if not name[-1:].isdigit() and not name.endswith("]") and ":" not in name:
         return False  # a host name (an address ends in a digit, "]" or has colons): no exception
     try:
@@ -201,6 +208,10 @@ def _is_ip_literal(name: str) -> bool:
 class _Body:
     """One message body: de-chunked bytes -> content decoding -> file + form decoders."""
 
+    __slots__ = ("p", "tx", "direction", "name", "file", "raw_len", "decoded_len", "limited", "chain",
+                 "content_type", "media", "charset", "form_kind", "form_buf", "form_cap", "multipart",
+                 "codings", "range_part", "source", "plain")
+
     def __init__(self, parser: HttpParser, tx: Transaction, direction: int,
                  headers: list[tuple[str, str]], name: str) -> None:
         self.p = parser
@@ -212,16 +223,25 @@ class _Body:
         self.decoded_len = 0
         self.limited = False
         ctx = parser.ctx
-        ce = [v for k, v in headers if k == "content-encoding"]
-        if not ce:
-            ce = [v for k, v in headers if k == _LOOSE + "content-encoding"]
-            if ce:
-                parser.anomaly("http.content_encoding_obfuscated", direction, tx.tx_id)
+        # One pass over the headers: the codings (exact name, else the loose form) and the type.
+        ce: list[str] = []
+        loose_ce: list[str] = []
+        ctype: str | None = None
+        for k, v in headers:
+            if k == "content-encoding":
+                ce.append(v)
+            elif k == "content-type":
+                if ctype is None:
+                    ctype = v
+            elif k == _LOOSE_CE:
+                loose_ce.append(v)
+        if not ce and loose_ce:
+            ce = loose_ce
+            parser.anomaly("http.content_encoding_obfuscated", direction, tx.tx_id)
         codings = parse_content_encoding(ce)
         if ce and not codings and any(_TOKEN_JUNK.sub("", v.lower()) != "identity" for v in ce):
             codings = ["?"]  # a coding header with an unreadable value: let the body decide
         self.chain = CodingChain(codings, limits_from_config(ctx.config), ctx.stats) if codings else None
-        ctype = next((v for k, v in headers if k == "content-type"), None)
         self.content_type = _text(ctype) if ctype else None
         media, params = parse_params(self.content_type or "")
         self.media = media
@@ -425,6 +445,12 @@ class _Part:
 class _Direction:
     """Parsing state of one direction."""
 
+    __slots__ = (
+        "direction", "buf", "state", "tx", "headers", "header_bytes", "remaining", "body", "chunks",
+        "chunked_fallback_len", "chunk_hint", "nocolon", "line_by_line", "block_scanned",
+        "sniff_mode", "junk", "status", "pending", "pending_extra", "pending_lazy",
+    )
+
     def __init__(self, direction: int) -> None:
         self.direction = direction
         self.buf = bytearray()
@@ -454,6 +480,10 @@ class HttpParser:
     """HTTP/1.x parser for one TCP connection."""
 
     name = "http"
+    # Per-flow state is kept small (issue 6: 100,000 idle flows): no per-instance dict, no deque
+    # (its first block alone is ~600 bytes), the range store made on the first 206.
+    __slots__ = ("ctx", "max_header", "body_limit", "form_limit", "sides", "awaiting", "_awaiting_head",
+                 "open_txs", "next_tx", "tunnel", "ts", "_ranges")
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -462,12 +492,35 @@ class HttpParser:
         self.body_limit = cfg.body_limit
         self.form_limit = min(FORM_LIMIT_DEFAULT, ctx.config.content.max_text)
         self.sides = (_Direction(TO_SERVER), _Direction(TO_CLIENT))
-        self.awaiting: deque[Transaction] = deque()  # requests whose response has not started
+        # Requests whose response has not started: awaiting[_awaiting_head:] (see _pop_awaiting).
+        self.awaiting: list[Transaction] = []
+        self._awaiting_head = 0
         self.open_txs: list[Transaction] = []
         self.next_tx = 0
         self.tunnel: AppParser | None = None
         self.ts = 0.0
-        self.ranges = RangeStore(ctx)
+        self._ranges: RangeStore | None = None
+
+    @property
+    def ranges(self) -> RangeStore:
+        """The connection's range files (made on first use: most connections have no 206)."""
+        if self._ranges is None:
+            self._ranges = RangeStore(self.ctx)
+        return self._ranges
+
+    def _pop_awaiting(self) -> Transaction:
+        """The oldest awaiting request, taken off in O(1): the list is compacted when it empties
+        or its consumed head grows (a deque costs ~600 bytes per idle connection)."""
+        aw = self.awaiting
+        tx = aw[self._awaiting_head]
+        self._awaiting_head += 1
+        if self._awaiting_head == len(aw):
+            aw.clear()
+            self._awaiting_head = 0
+        elif self._awaiting_head >= 64 and self._awaiting_head * 2 >= len(aw):
+            del aw[: self._awaiting_head]
+            self._awaiting_head = 0
+        return tx
 
     # ---------------------------------------------------------------- AppParser
 
@@ -478,8 +531,10 @@ class HttpParser:
         if body is not None and side.state in _BODY_STATES and data:
             # Fast path: body bytes (and plain chunk framing) are taken from the segment itself,
             # without passing through the buffer; only what is left goes the general way.
-            if side.state == S_BODY_LEN and side.remaining > len(data) and not side.buf:
-                # The bulk of a Content-Length body: the segment as it is, one call.
+            st = side.state
+            if (st == S_BODY_LEN or st == S_CHUNK_DATA) and side.remaining > len(data) and not side.buf:
+                # The bulk of a Content-Length body or of a chunk: the segment as it is, one
+                # call (the chunk's end, and what follows it, is further on).
                 side.remaining -= len(data)
                 body.data(data)
                 return
@@ -656,7 +711,8 @@ class HttpParser:
                     body.end(False)
         for side in self.sides:
             self._finish_pending(side)
-        self.ranges.close()
+        if self._ranges is not None:
+            self._ranges.close()
         if self.tunnel is not None:
             self.tunnel.close(ts)
         for tx in list(self.open_txs):
@@ -945,8 +1001,8 @@ class HttpParser:
         return True
 
     def _response_tx(self, peek: bool = False) -> Transaction:
-        if self.awaiting:
-            return self.awaiting[0] if peek else self.awaiting.popleft()
+        if self._awaiting_head < len(self.awaiting):
+            return self.awaiting[self._awaiting_head] if peek else self._pop_awaiting()
         tx = self._new_tx()
         self.anomaly("http.response_without_request", TO_CLIENT, tx.tx_id)
         if peek:
@@ -1234,6 +1290,14 @@ class HttpParser:
         return m is not None
 
     def _content_length(self, side: _Direction, tx: Transaction, values: list[str]) -> int | None:
+        if len(values) == 1:
+            v = values[0]
+            if len(v) <= 18 and v.isdigit() and v.isascii():
+                return int(v)  # one plain value below 10**18 (< _MAX_CL): nothing to report
+        return self._content_length_general(side, tx, values)
+
+    def _content_length_general(self, side: _Direction, tx: Transaction, values: list[str]) -> int | None:
+        """Several, padded, overflowing or invalid Content-Length values (see the module docs)."""
         lengths: list[int] = []
         invalid = False
         for v in values:
@@ -1427,6 +1491,8 @@ class HttpParser:
         if "://" in path[:12]:
             path = "/" + path.split("://", 1)[1].partition("/")[2]
         path = path.partition("?")[0].partition("#")[0]
+        if "%" not in path:
+            return path  # unquoting is UTF-8 encoding, and decoding that gives the same text back
         return decode_header_text(unquote_to_bytes(path))
 
     @staticmethod
@@ -1461,6 +1527,28 @@ class HttpParser:
         tx.req_view_of = tx.req_headers
         return tx.req_view
 
+    @staticmethod
+    def _response_fields(tx: Transaction) -> dict[str, Any]:
+        """The response header fields of the EVE http object (content type, redirect, range);
+        kept with the transaction until its response headers or status change."""
+        resp: dict[str, str] = {}
+        for k, v in tx.resp_headers:
+            if k in _RESP_WANTED and k not in resp:
+                resp[k] = v
+        fields: dict[str, Any] = {}
+        ctype = resp.get("content-type")
+        if ctype is not None:
+            fields["http_content_type"] = _text(ctype).split(";")[0].strip()
+        location = resp.get("location")
+        if location is not None:
+            fields["redirect"] = _text(location)
+        if tx.status == 206:
+            cr_value = resp.get("content-range")
+            cr = parse_content_range(_text(cr_value)) if cr_value is not None else None
+            if cr is not None:
+                fields["content_range"] = cr.as_eve()
+        return fields
+
     def http_object(self, tx: Transaction) -> dict[str, Any]:
         """The EVE ``http`` object (Suricata field names) for what is known of ``tx``."""
         head, fields = self._request_view(tx)
@@ -1471,21 +1559,13 @@ class HttpParser:
         if tx.status is not None:
             h["status"] = tx.status
         h.update(fields)
-        resp: dict[str, str] = {}
-        for k, v in tx.resp_headers:
-            if k in _RESP_WANTED and k not in resp:
-                resp[k] = v
-        ctype = resp.get("content-type")
-        if ctype is not None:
-            h["http_content_type"] = _text(ctype).split(";")[0].strip()
-        location = resp.get("location")
-        if location is not None:
-            h["redirect"] = _text(location)
-        if tx.status == 206:
-            cr_value = resp.get("content-range")
-            cr = parse_content_range(_text(cr_value)) if cr_value is not None else None
-            if cr is not None:
-                h["content_range"] = cr.as_eve()
+        view = tx.resp_view
+        if (view is None or tx.resp_view_of is not tx.resp_headers or view[0] != tx.status
+                or tx.status == 206):  # (a fresh content_range object for each http object)
+            view = tx.resp_view = (tx.status, self._response_fields(tx))
+            tx.resp_view_of = tx.resp_headers
+        if view[1]:
+            h.update(view[1])
         h["length"] = tx.response_length
         h["request_length"] = tx.request_length
         return h

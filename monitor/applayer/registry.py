@@ -61,14 +61,22 @@ _PARSERS: dict[str, tuple[str, str]] = {
 }
 
 
+_LOADED: dict[tuple[str, str], Callable[[AppContext], AppParser]] = {}  # spec -> class, once imported
+
+
 def _factory(name: str) -> Callable[[AppContext], AppParser] | None:
     spec = _PARSERS.get(name)
     if spec is None:
         return None
+    cls = _LOADED.get(spec)
+    if cls is not None:
+        return cls  # every flow after the first: no trip through the import machinery
     try:
-        return getattr(importlib.import_module(spec[0]), spec[1])  # type: ignore[no-any-return]
+        cls = getattr(importlib.import_module(spec[0]), spec[1])
     except (ImportError, AttributeError):
-        return None
+        return None  # not cached: a parser installed later is still found
+    _LOADED[spec] = cls
+    return cls
 
 
 def create(name: str, ctx: AppContext) -> Guarded | None:

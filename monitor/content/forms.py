@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -46,11 +47,15 @@ def decode_header_text(raw: bytes) -> str:
 _TOKEN_RE = re.compile(r'\s*([^=;\s]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"?|[^;]*))?\s*;?')
 
 
+_QUOTED_PAIR = re.compile(r'\\(["\\])')
+_CONTINUATION = re.compile(r"(.+)\*(\d+)(\*?)")
+
+
 def _unquote(value: str) -> str:
     if len(value) >= 1 and value[0] == '"':
         inner = value[1:-1] if len(value) >= 2 and value.endswith('"') else value[1:]
         # Backslash escapes only before '"' or '\\': IE sends Windows paths unescaped.
-        return re.sub(r'\\(["\\])', r"\1", inner)
+        return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
     return value.strip()
 
 
@@ -76,6 +81,24 @@ def parse_params(value: str) -> tuple[str, dict[str, str]]:
     head, _, rest = value.partition(";")
     if not rest:
         return head.strip().lower(), {}  # no parameters (most Content-Type values)
+    if len(value) <= _PARAMS_CACHED_LEN:
+        # The same short values recur on every transaction ("text/html; charset=utf-8",
+        # 'form-data; name="file"'): parsed once; each caller gets its own dict.
+        media, params = _parse_params_cached(value)
+        return media, dict(params)
+    return _parse_params(head, rest)
+
+
+_PARAMS_CACHED_LEN = 200  # longer values (rare; hostile ones) are parsed every time, never kept
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_params_cached(value: str) -> tuple[str, dict[str, str]]:
+    head, _, rest = value.partition(";")
+    return _parse_params(head, rest)
+
+
+def _parse_params(head: str, rest: str) -> tuple[str, dict[str, str]]:
     plain: dict[str, str] = {}
     ext: dict[str, str] = {}
     pieces: dict[str, dict[int, tuple[bool, str]]] = {}
@@ -84,7 +107,7 @@ def parse_params(value: str) -> tuple[str, dict[str, str]]:
         raw = m.group(2) or ""
         if not key:
             continue
-        cm = re.fullmatch(r"(.+)\*(\d+)(\*?)", key)
+        cm = _CONTINUATION.fullmatch(key) if "*" in key else None
         if cm:
             idx = int(cm.group(2))
             if idx < 1000:

@@ -101,3 +101,27 @@ def test_dropping_the_buffer_while_open_keeps_the_hash_right() -> None:
     f.write(data[1000:])
     f.close()
     assert f.sha256 == hashlib.sha256(data).hexdigest() and f.content() is None
+
+
+def test_hash_state_is_made_only_when_hashing_is_due() -> None:
+    # An open file that stays buffered holds no hash objects (idle keep-alive responses); the
+    # hashes appear once HASH_BLOCK bytes wait, or the buffer is given up, and match hashlib.
+    small = FileObject(None, 0)
+    small.write(b"hello")
+    assert small._sha256 is None and small._md5 is None  # noqa: SLF001
+    small.close()
+    assert (small.sha256, small.md5) == (hashlib.sha256(b"hello").hexdigest(), hashlib.md5(b"hello").hexdigest())  # noqa: S324
+
+    big = FileObject(None, 0)
+    big.write(b"x" * HASH_BLOCK)
+    assert big._sha256 is not None  # noqa: SLF001 - a full block is hashed as it arrives
+
+    dropped = FileObject(None, 0)
+    dropped.buffer = None  # given up before any byte: every write is hashed as it comes
+    dropped.write(b"abc")
+    dropped.close()
+    assert dropped.sha256 == hashlib.sha256(b"abc").hexdigest()
+
+    empty = FileObject(None, 0, max_buffer=0)
+    empty.close()
+    assert (empty.sha256, empty.md5) == (hashlib.sha256(b"").hexdigest(), hashlib.md5(b"").hexdigest())  # noqa: S324
