@@ -7,7 +7,12 @@ also times the reader alone and reader + decoder, so the flow stages' own share 
 difference. Every stage runs under the sensor's collector settings (``runner.sensor_gc``).
 
     python3 bench/flow_bench.py bench/data/m200.pcap [--repeat 3] [--profile out.prof]
+    python3 bench/flow_bench.py bench/data/f20k.pcap --memory   # bytes per live flow (tracemalloc)
     python3 bench/flow_bench.py --instructions      # needs valgrind: noise-free per-packet costs
+
+The ``pipeline`` stage is the sensor's own per-packet path (read_capture -> Pipeline.process,
+including its fused fast path, timers and flow start/end) up to the on_data hand-off, with
+parsers and detection left out; ``flows`` is the unfused decode -> lookup -> reassembly chain.
 
 Prints, per stage prefix: CPU seconds of this process (best of --repeat; CPU rather than wall
 time so that other load on the machine disturbs the figure less), µs/packet and Gbps of pcap
@@ -23,6 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -121,6 +127,45 @@ def run_flows(path: str) -> tuple[int, int, dict[str, int]]:
                        "retransmissions": int(stats.get("stream.retransmission"))}
 
 
+class _NoDetection:
+    """Detection stand-in for the ``pipeline`` stage: every call does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return _nothing
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def run_pipeline(path: str) -> tuple[int, int, dict[str, int]]:
+    """read_capture -> Pipeline.process up to the on_data hand-off (parsers and detection out).
+
+    The real per-packet glue (fused fast path, decoder, flow table, reassembly, timers, flow
+    end) with ``on_data`` replaced by a byte count: the figure the issue's 1.2 µs/packet
+    "parse + flow demux + in-order check" compares with.
+    """
+    from monitor.pipeline import Pipeline
+
+    class CountingPipeline(Pipeline):
+        delivered = 0
+
+        def on_data(self, flow: Flow, direction: int, data: bytes, ts: float) -> None:
+            self.delivered += len(data)
+
+    stats = Stats()
+    pipeline = CountingPipeline(Config(), stats=stats, eve_path="", detection=_NoDetection(), replay=True,
+                                evidence=False)
+    process = pipeline.process
+    n = nbytes = 0
+    for raw in read_capture(path, stats=stats):
+        n += 1
+        nbytes += len(raw.data) + 16
+        process(raw)
+    pipeline.finish()
+    return n, nbytes, {"delivered": pipeline.delivered, "flows_created": int(stats.get("flow.created"))}
+
+
 def decoded(path: str) -> list[Packet]:
     """Every decodable packet of the capture, decoded up front (for the isolated flow stages)."""
     cfg = Config()
@@ -150,7 +195,49 @@ def time_isolated(packets: list[Packet]) -> float:
     return time.process_time() - t0
 
 
-STAGES = {"read": run_read, "decode": run_decode, "flows": run_flows}
+def flow_memory(path: str) -> None:
+    """Bytes per live flow held by the flow stages (tracemalloc), by the file that allocated them.
+
+    Replays the capture through FlowTable.lookup + TcpReassembler.packet (as the ``flows``
+    stage) and, with every flow of the capture still live (none has ended yet on f20k.pcap),
+    counts what is traced beyond the start. Payload bytes kept in the reassembly's recent
+    window are allocated by the decoder's payload slice; they show up under its file.
+    """
+    import tracemalloc
+
+    cfg = Config()
+    stats = Stats()
+    decode = Decoder(cfg, stats, _no_anomaly).decode
+    table = FlowTable(cfg, stats)
+    reasm = TcpReassembler(cfg, stats, NullSink())
+    gc.collect()
+    tracemalloc.start(1)
+    base = tracemalloc.take_snapshot()
+    for raw in read_capture(path, stats=stats):
+        pkt = decode(raw)
+        if pkt is None:
+            continue
+        flow, direction, _created = table.lookup(pkt)
+        if pkt.proto == PROTO_TCP:
+            reasm.packet(flow, direction, pkt)
+        for flow in table.ended:
+            reasm.close(flow, pkt.ts)
+        table.ended.clear()
+    del raw, pkt, flow
+    gc.collect()
+    snap = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    flows = len(table)
+    diff = snap.compare_to(base, "filename")
+    total = sum(d.size_diff for d in diff)
+    streams = sum(1 for f in table.flows.values() if f.streams is not None)
+    print(f"  {flows} live flows ({streams} with TCP streams): {total / flows:.0f} bytes/flow traced")
+    for d in diff[:6]:
+        if d.size_diff > 0:
+            print(f"    {d.size_diff / flows:7.0f} B/flow  {d.traceback[0].filename}")
+
+
+STAGES = {"read": run_read, "decode": run_decode, "flows": run_flows, "pipeline": run_pipeline}
 
 # ------------------------------------------------------------------ instruction counts
 #
@@ -247,10 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--micro", nargs=2, metavar=("CASE", "N"), help=f"run one synthetic case: {MICRO_CASES}")
     ap.add_argument("--instructions", action="store_true", help="per-packet instruction counts (valgrind)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per stage; the best is reported")
-    ap.add_argument("--stages", default="read,decode,flows,isolated",
+    ap.add_argument("--stages", default="read,decode,flows,isolated,pipeline",
                     help="read, decode, flows (read+decode+flow stages), isolated (flow stages alone, "
-                         "on packets decoded beforehand)")
+                         "on packets decoded beforehand), pipeline (read + Pipeline.process up to the "
+                         "on_data hand-off: the fused fast path)")
     ap.add_argument("--profile", metavar="PATH", help="cProfile the 'flows' stage once into PATH")
+    ap.add_argument("--memory", action="store_true", help="bytes per live flow of the flow stages (tracemalloc)")
     args = ap.parse_args(argv)
     if args.micro:
         micro(args.micro[0], int(args.micro[1]))
@@ -261,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.captures:
         size = os.path.getsize(path)
         print(f"{path}: {size / 1e6:.1f} MB")
+        if args.memory:
+            flow_memory(path)
+            continue
         if args.profile:
             prof = cProfile.Profile()
             prof.runcall(run_flows, path)

@@ -20,14 +20,24 @@ from alerts.eve import EveWriter, format_ts
 from monitor.applayer import registry
 from monitor.applayer.base import AppParser
 from monitor.config import Config
-from monitor.content.extract import Member, Notice, Text, extract
+from monitor.content.extract import PIPELINE_CACHE, Member, Notice, Text
 from monitor.decode import Decoder
+from monitor.decode.decoder import ETH_IPV4_TCP, ETH_IPV6_TCP  # Pipeline.process's fused fast path
 from monitor.events import Event, EventBus
 from monitor.files import STATE_TRUNCATED, FileObject
 from monitor.flow.netset import NetSet
 from monitor.flow.reassembly import TcpReassembler, gap_bytes
 from monitor.flow.table import FlowTable, tcp_flags
-from monitor.model import PROTO_TCP, PROTO_UDP, TO_CLIENT, TO_SERVER, Flow, RawPacket
+from monitor.model import (
+    LINKTYPE_ETHERNET,
+    PROTO_TCP,
+    PROTO_UDP,
+    TH_ACK,
+    TO_CLIENT,
+    TO_SERVER,
+    Flow,
+    RawPacket,
+)
 from monitor.names import HostNames
 from monitor.stats import Stats
 
@@ -197,12 +207,60 @@ class Pipeline:
             self.now = ts
             if ts >= self._next_timer:
                 self._timers(ts)
+        data = raw.data
+        n = len(data)
+        wire = raw.wire_len or n
         counts = self._iface_counts.get(raw.iface)
         if counts is None:
             counts = self._iface_counts[raw.iface] = [0, 0, 0.0]
         counts[0] += 1
-        counts[1] += raw.wire_len or len(raw.data)
+        counts[1] += wire
         counts[2] = ts
+        # Fused fast path: an untagged Ethernet frame carrying IPv4 (no options, not a fragment)
+        # or IPv6 (no extension header) and TCP without SYN/FIN/RST/URG, of an established flow
+        # (found in the table's ``fast_tcp`` by the raw endpoint bytes), that is a pure ACK or
+        # the next in-order segment with nothing waiting on either side. For these, decode +
+        # FlowTable.lookup + TcpReassembler.packet would only count, note the ACK and hand the
+        # payload on: done here without a Packet or a key tuple. Anything else, and any check
+        # that fails, falls through to the full path before any state was touched.
+        fast = self.flows.fast_tcp
+        if raw.linktype == LINKTYPE_ETHERNET and n >= 54 and fast is not None:
+            etype, vhl, tot_len, frag, proto, seq, ack, offflags = ETH_IPV4_TCP(data, 0)
+            hit = None
+            if etype == 0x0800:
+                hlen = (offflags >> 12) << 2
+                if vhl == 0x45 and proto == PROTO_TCP and not frag & 0x3FFF and 40 <= tot_len <= n - 14 \
+                        and 20 <= hlen <= tot_len - 20 and not offflags & 0x27:  # SYN FIN RST URG
+                    hit = fast.get(data[26:38])
+                    payload = data[34 + hlen:14 + tot_len]
+            elif etype == 0x86DD and n >= 74:
+                etype, vfc, plen, nh, seq, ack, offflags = ETH_IPV6_TCP(data, 0)
+                hlen = (offflags >> 12) << 2
+                if vfc >> 4 == 6 and nh == PROTO_TCP and 20 <= plen <= n - 54 and 20 <= hlen <= plen \
+                        and not offflags & 0x27:
+                    hit = fast.get(data[22:58])
+                    payload = data[54 + hlen:54 + plen]
+            if hit is not None:
+                fast_flow, direction = hit
+                streams = fast_flow.streams
+                if streams is not None and fast_flow.state != "new":
+                    s = streams[direction]
+                    peer = streams[direction ^ 1]
+                    if not peer.pend and (seq == s.nseq if payload else not s.pend):
+                        # FlowTable.lookup's bookkeeping (no state change: no SYN/FIN/RST, not new).
+                        fast_flow.pkts[direction] += 1
+                        fast_flow.bytes[direction] += wire
+                        fast_flow.last_ts = ts
+                        flags = offflags & 0xFF
+                        fast_flow.tflags |= flags << (direction << 3)
+                        rec = fast_flow.recorder
+                        if rec is not None:
+                            rec.add(raw)
+                        if payload:
+                            self.reassembler.in_order(fast_flow, direction, s, seq, payload, ts)
+                        if flags & TH_ACK:
+                            peer.ack_seq = ack
+                        return
         pkt = self.decoder.decode(raw)
         if pkt is None:
             return
@@ -348,11 +406,13 @@ class Pipeline:
         if f.depth >= limits.max_depth:
             self.stats.incr("content.cap", cap="depth")
             return
+        # Same items and counters as extract(); an identical file seen recently is not decoded again.
         try:
-            for item in extract(content, name=f.name, mime=f.declared_type or f.detected_type, depth=f.depth,
-                                limits=limits, stats=self.stats):
+            for item in PIPELINE_CACHE.extract(content, name=f.name, mime=f.declared_type or f.detected_type,
+                                               depth=f.depth, limits=limits, stats=self.stats):
                 if isinstance(item, Text):
-                    ctx.inspect(item.text.encode("utf-8"), where=f"{f.source} > {item.where}",
+                    # encoded(): the decoder's own UTF-8 bytes when it had them (no re-encoding)
+                    ctx.inspect(item.encoded(), where=f"{f.source} > {item.where}",
                                 direction=f.direction, tx_id=f.tx_id, file=f, charset="utf-8")
                 elif isinstance(item, Member):
                     child = ctx.open_file(f.direction, name=item.name, source=f"{f.source} > {item.path}",

@@ -27,14 +27,14 @@ _V6 = Struct("!QQQQ")
 _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 
 
-def _ip_offset(data: bytes, linktype: int) -> int:
-    """Offset of the IP header in the frame, or -1."""
+def _ip_offset(buf: bytes, start: int, length: int, linktype: int) -> int:
+    """Offset of the IP header relative to the frame at ``buf[start:start + length]``, or -1."""
     if linktype == LINKTYPE_ETHERNET:
         off = 12
-        etype = _U16.unpack_from(data, off)[0] if len(data) >= 14 else 0
-        while etype in _VLAN_TYPES and len(data) >= off + 6:
+        etype = _U16.unpack_from(buf, start + off)[0] if length >= 14 else 0
+        while etype in _VLAN_TYPES and length >= off + 6:
             off += 4
-            etype = _U16.unpack_from(data, off)[0]
+            etype = _U16.unpack_from(buf, start + off)[0]
         return off + 2 if etype in (0x0800, 0x86DD) else -1
     if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
         return 0
@@ -49,15 +49,25 @@ def _ip_offset(data: bytes, linktype: int) -> int:
 
 def shard_of(data: bytes, linktype: int, n: int) -> int:
     """Worker index in [0, n) for a frame; non-IP frames go to worker 0."""
-    off = _ip_offset(data, linktype)
-    if off < 0 or len(data) < off + 20:
+    return shard_at(data, 0, len(data), linktype, n)
+
+
+def shard_at(buf: bytes, start: int, length: int, linktype: int, n: int) -> int:
+    """:func:`shard_of` of the frame ``buf[start:start + length]``, read in place (no slice).
+
+    The capture reader calls this on its block buffer to skip other workers' frames before
+    it builds them.
+    """
+    off = _ip_offset(buf, start, length, linktype)
+    if off < 0 or length < off + 20:
         return 0
-    version = data[off] >> 4
+    at = start + off
+    version = buf[at] >> 4
     if version == 4:
-        a, b = _V4.unpack_from(data, off + 12)
+        a, b = _V4.unpack_from(buf, at + 12)
         h = a ^ b
-    elif version == 6 and len(data) >= off + 40:
-        w = _V6.unpack_from(data, off + 8)
+    elif version == 6 and length >= off + 40:
+        w = _V6.unpack_from(buf, at + 8)
         h = w[0] ^ w[1] ^ w[2] ^ w[3]
     else:
         return 0

@@ -27,9 +27,11 @@ from monitor.capture.bpf import BpfProgram
 from monitor.capture.progress import ProgressLine
 from monitor.errors import LeakmonError
 from monitor.model import LINKTYPE_ETHERNET, RawPacket
+from monitor.shard import shard_at
 from monitor.stats import Stats
 
 CHUNK = 1 << 20  # bytes per read
+_V4_PAIR = struct.Struct("!II").unpack_from  # IPv4 source and destination, for sharding
 MAX_RECORD = 256 * 1024  # largest believable captured frame
 MAX_BLOCK = 16 * 1024 * 1024  # largest believable pcapng block (name resolution, secrets, ...)
 
@@ -53,18 +55,57 @@ class CaptureError(LeakmonError):
     """The file cannot be opened or is not a pcap/pcapng capture."""
 
 
-def read_capture(path: str | os.PathLike[str], *, stats: Stats, bpf: str = "", progress: bool = False,
-                 start_cnt: int = 0) -> Iterator[RawPacket]:
-    """Yield every record of a pcap/pcapng file (optionally gzip-compressed) as a RawPacket.
+class Capture(Iterator[RawPacket]):
+    """What :func:`read_capture` returns: iterate it for the RawPackets.
 
-    ``pcap_cnt`` numbers the yielded packets from ``start_cnt + 1`` (frames removed by ``bpf``
-    are not numbered, as with libpcap). The file header is checked before this returns, so a
-    file that is not a capture raises :class:`CaptureError` here, not during iteration.
+    ``for raw in capture`` runs the reader's own generator (``__iter__`` returns it, so no
+    wrapper sits between the reader and the loop). ``last_cnt`` is the ``pcap_cnt`` of the last
+    frame read, counting frames of other shards that ``shard`` skipped, so a replay of several
+    files can continue the numbering (``start_cnt``) where this file stopped. It is final once
+    the iteration has ended (``start_cnt`` until then).
+    """
+
+    __slots__ = ("_records", "last_cnt")
+
+    def __init__(self, start_cnt: int) -> None:
+        self._records: Iterator[RawPacket] = iter(())
+        self.last_cnt = start_cnt
+
+    def __iter__(self) -> Iterator[RawPacket]:
+        return self._records
+
+    def __next__(self) -> RawPacket:
+        return next(self._records)
+
+    def close(self) -> None:
+        close = getattr(self._records, "close", None)
+        if close is not None:
+            close()
+
+
+def read_capture(path: str | os.PathLike[str], *, stats: Stats, bpf: str = "", progress: bool = False,
+                 start_cnt: int = 0, shard: tuple[int, int] | None = None) -> Capture:
+    """Every record of a pcap/pcapng file (optionally gzip-compressed) as a RawPacket.
+
+    ``pcap_cnt`` numbers the packets from ``start_cnt + 1`` (frames removed by ``bpf`` are not
+    numbered, as with libpcap). ``shard=(index, n)`` keeps only the frames for which
+    :func:`monitor.shard.shard_of` is ``index`` (``--workers``: every worker reads the whole
+    file); the others are skipped before a RawPacket is built but keep their numbers, and
+    every reader counter (truncation, bad records, BPF) still counts the whole file. The file
+    header is checked before this returns, so a file that is not a capture raises
+    :class:`CaptureError` here, not during iteration.
     """
     name = os.fspath(path)
     if bpf:
         BpfProgram(bpf, LINKTYPE_ETHERNET)  # a syntax error is reported now, not mid-replay
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard {shard}: the index must be in [0, n)")
+    capture = Capture(start_cnt)
+    # The reader skips other shards itself, unless BPF must number the frames first.
+    inner_shard = shard if not bpf and shard is not None and shard[1] > 1 else None
+    counter = None if bpf else capture  # the layer that numbers the frames reports last_cnt
     raw_file, stream = _open(name)
+    records: Iterator[RawPacket]
     try:
         head = _read_exact(stream, 4)
         if len(head) < 4:
@@ -72,7 +113,7 @@ def read_capture(path: str | os.PathLike[str], *, stats: Stats, bpf: str = "", p
         magic_le = struct.unpack("<I", head)[0]
         magic_be = struct.unpack(">I", head)[0]
         if magic_le == PCAPNG_SHB:
-            records = _pcapng_records(name, stream, raw_file, head, stats, start_cnt)
+            records = _pcapng_records(name, stream, raw_file, head, stats, start_cnt, counter)
         elif PCAP_MAGIC_US in (magic_le, magic_be) or PCAP_MAGIC_NS in (magic_le, magic_be) \
                 or PCAP_MAGIC_MODIFIED in (magic_le, magic_be):
             endian = "<" if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS, PCAP_MAGIC_MODIFIED) else ">"
@@ -80,7 +121,8 @@ def read_capture(path: str | os.PathLike[str], *, stats: Stats, bpf: str = "", p
             rest = _read_exact(stream, 20)
             if len(rest) < 20:
                 raise CaptureError(f"{name}: truncated pcap file header")
-            records = _pcap_records(stream, raw_file, stats, endian, magic, rest, start_cnt)
+            records = _pcap_records(stream, raw_file, stats, endian, magic, rest, start_cnt, counter,
+                                    inner_shard)
         else:
             raise CaptureError(f"{name}: not a pcap or pcapng capture (starts with 0x{head.hex()})")
     except CaptureError:
@@ -89,9 +131,14 @@ def read_capture(path: str | os.PathLike[str], *, stats: Stats, bpf: str = "", p
     except _READ_ERRORS as exc:
         raw_file.close()
         raise CaptureError(f"{name}: cannot read: {exc}") from None
+    if magic_le == PCAPNG_SHB and inner_shard is not None:
+        records = _sharded(records, *inner_shard)  # pcapng: the block walk stays unsharded
     if not bpf and not progress:
-        return records  # the hot path: no wrapper generator between the reader and the pipeline
-    return _drive(records, raw_file, stats, name, bpf, progress, start_cnt)
+        capture._records = records  # the hot path: no wrapper generator between the reader and the pipeline
+    else:
+        capture._records = _drive(records, raw_file, stats, name, bpf, progress, start_cnt, capture,
+                                  shard if bpf and shard is not None and shard[1] > 1 else None)
+    return capture
 
 
 def _open(name: str) -> tuple[IO[bytes], IO[bytes]]:
@@ -163,21 +210,25 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
     return out
 
 
-def _drive(records: Generator[RawPacket, None, None], raw_file: IO[bytes], stats: Stats, name: str, bpf: str,
-           progress: bool, start_cnt: int) -> Iterator[RawPacket]:
-    """Numbering, optional BPF filtering, progress and clean-up around a record iterator."""
+def _drive(records: Iterator[RawPacket], raw_file: IO[bytes], stats: Stats, name: str, bpf: str,
+           progress: bool, start_cnt: int, capture: Capture, shard: tuple[int, int] | None) -> Iterator[RawPacket]:
+    """Numbering, optional BPF filtering, sharding after it, progress and clean-up around a record iterator."""
     line = ProgressLine(os.path.basename(name), _size(raw_file)) if progress else None
     try:
         source: Iterator[RawPacket] = records
         if line is not None and line.enabled:
             source = _with_progress(source, raw_file, line)
         if bpf:
-            source = _filtered(source, bpf, stats, start_cnt)
+            source = _filtered(source, bpf, stats, start_cnt, capture)
+        if shard is not None:
+            source = _sharded(source, *shard)
         yield from source
     finally:
         if line is not None:
             line.close(_tell(raw_file))
-        records.close()
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
 
 
 def _with_progress(source: Iterator[RawPacket], raw_file: IO[bytes], line: ProgressLine) -> Iterator[RawPacket]:
@@ -189,7 +240,16 @@ def _with_progress(source: Iterator[RawPacket], raw_file: IO[bytes], line: Progr
         yield raw
 
 
-def _filtered(source: Iterator[RawPacket], expr: str, stats: Stats, start_cnt: int) -> Iterator[RawPacket]:
+def _sharded(source: Iterator[RawPacket], index: int, n: int) -> Iterator[RawPacket]:
+    """The frames of one shard (for the paths where the record walk cannot skip them itself)."""
+    for raw in source:
+        data = raw.data
+        if shard_at(data, 0, len(data), raw.linktype, n) == index:
+            yield raw
+
+
+def _filtered(source: Iterator[RawPacket], expr: str, stats: Stats, start_cnt: int,
+              capture: Capture) -> Iterator[RawPacket]:
     programs: dict[int, BpfProgram] = {}
     n = start_cnt
     dropped = 0
@@ -205,6 +265,7 @@ def _filtered(source: Iterator[RawPacket], expr: str, stats: Stats, start_cnt: i
             raw.pcap_cnt = n
             yield raw
     finally:
+        capture.last_cnt = n
         if dropped:
             stats.incr("capture.pcap.bpf_filtered", dropped)
 
@@ -227,13 +288,19 @@ def _tell(f: IO[bytes]) -> int:
 
 
 def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: str, magic: int, rest: bytes,
-                  start_cnt: int) -> Generator[RawPacket, None, None]:
+                  start_cnt: int, counter: Capture | None,
+                  shard: tuple[int, int] | None) -> Generator[RawPacket, None, None]:
     _vmaj, _vmin, _zone, _sigfigs, snaplen, linkfield = struct.unpack(endian + "HHiIII", rest)
     linktype = linkfield & 0xFFFF  # upper bits carry FCS information
     scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
     hdr_len = 24 if magic == PCAP_MAGIC_MODIFIED else 16
     snap = snaplen if 0 < snaplen <= MAX_RECORD else MAX_RECORD
     unpack_from = struct.Struct(endian + "IIII").unpack_from
+    shard_index, shard_n = shard if shard is not None else (0, 0)
+    # Sharding, inlined for the common frame (untagged Ethernet + IPv4): shard_of's hash of
+    # the two addresses; any other frame asks shard_at.
+    ether = linktype == LINKTYPE_ETHERNET
+    v4_pair = _V4_PAIR
     buf = b""
     pos = 0
     n = start_cnt
@@ -243,7 +310,8 @@ def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: 
             end = len(buf)
             while pos + hdr_len <= end:
                 sec, frac, caplen, wire = unpack_from(buf, pos)
-                nxt = pos + hdr_len + caplen
+                start = pos + hdr_len
+                nxt = start + caplen
                 if not 0 < caplen <= snap:
                     if caplen == 0:
                         bad += 1
@@ -258,7 +326,20 @@ def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: 
                 elif nxt > end:
                     break
                 n += 1
-                yield RawPacket(sec + frac * scale, linktype, buf[pos + hdr_len:nxt], n, "",
+                if shard_n:
+                    if ether and caplen >= 34 and buf[start + 12] == 8 and buf[start + 13] == 0 \
+                            and buf[start + 14] >> 4 == 4:
+                        a, b = v4_pair(buf, start + 26)
+                        h = a ^ b
+                        h ^= h >> 16
+                        h ^= h >> 8
+                        mine = h % shard_n == shard_index
+                    else:
+                        mine = shard_at(buf, start, caplen, linktype, shard_n) == shard_index
+                    if not mine:
+                        pos = nxt
+                        continue
+                yield RawPacket(sec + frac * scale, linktype, buf[start:nxt], n, "",
                                 wire if wire >= caplen else caplen)
                 pos = nxt
             try:
@@ -272,6 +353,8 @@ def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: 
             buf = buf[pos:] + more if pos < end else more
             pos = 0
     finally:
+        if counter is not None:
+            counter.last_cnt = n
         if bad:
             stats.incr("capture.pcap.bad_record", bad)
         if exceeded:
@@ -295,7 +378,7 @@ class _Iface:
 
 
 def _pcapng_records(name: str, stream: IO[bytes], raw_file: IO[bytes], head: bytes, stats: Stats,
-                    start_cnt: int) -> Generator[RawPacket, None, None]:
+                    start_cnt: int, counter: Capture | None) -> Generator[RawPacket, None, None]:
     first = head + _read_exact(stream, 8)
     if len(first) < 12:
         raise CaptureError(f"{name}: truncated pcapng section header")
@@ -306,11 +389,11 @@ def _pcapng_records(name: str, stream: IO[bytes], raw_file: IO[bytes], head: byt
         endian = ">"
     else:
         raise CaptureError(f"{name}: not a pcapng capture (bad byte-order magic 0x{bom.hex()})")
-    return _pcapng_blocks(stream, raw_file, stats, first, endian, start_cnt)
+    return _pcapng_blocks(stream, raw_file, stats, first, endian, start_cnt, counter)
 
 
 def _pcapng_blocks(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, first: bytes, endian: str,
-                   start_cnt: int) -> Generator[RawPacket, None, None]:
+                   start_cnt: int, counter: Capture | None) -> Generator[RawPacket, None, None]:
     buf = first
     pos = 0
     n = start_cnt
@@ -400,6 +483,8 @@ def _pcapng_blocks(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, first: 
             buf = buf[pos:] + more if pos < end else more
             pos = 0
     finally:
+        if counter is not None:
+            counter.last_cnt = n
         if bad:
             stats.incr("capture.pcap.bad_record", bad)
         raw_file.close()

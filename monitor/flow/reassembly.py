@@ -44,7 +44,6 @@ How it works
 from __future__ import annotations
 
 import bisect
-from collections import deque
 from typing import Any, Protocol
 
 from monitor.config import Config
@@ -100,7 +99,9 @@ class Stream:
         self.pend_bytes = 0
         # Payloads delivered last, oldest first, ending at ``next`` without holes (a skipped gap
         # empties it): their offsets follow from ``next`` and the lengths.
-        self.recent: deque[bytes] | None = None
+        # (A list, not a deque: an empty deque alone costs ~600 bytes per direction; the window
+        # is trimmed in batches with one slice deletion.)
+        self.recent: list[bytes] | None = None
         self.recent_bytes = 0
         self.acked = 0  # highest offset the receiver acknowledged (as far as it mattered)
         self.ack_seq: int | None = None  # the receiver's latest acknowledgement number, raw
@@ -182,10 +183,22 @@ class TcpReassembler:
                 streams[direction ^ 1].ack_seq = pkt.ack
             self._after(flow, direction, streams, s, pkt)
             return
-        # The fast path: exactly the next expected bytes, nothing waiting, no urgent data
-        # (``nseq`` is _NO_SEQ otherwise; see the module notes). ``high`` catches up with
-        # ``next`` when the general path next needs it. Short jumps and plain attribute
-        # calls keep CPython's specialised instructions in use here.
+        self.in_order(flow, direction, s, seq, payload, pkt.ts)
+        if flags & TH_ACK:
+            peer = streams[direction ^ 1]
+            peer.ack_seq = pkt.ack
+            if peer.pend:
+                self._after(flow, direction, streams, s, pkt)
+
+    def in_order(self, flow: Flow, direction: int, s: Stream, seq: int, payload: bytes, ts: float) -> None:
+        """The fast path: deliver ``payload``, whose ``seq`` is ``s.nseq`` (the caller checked).
+
+        ``nseq`` equals a real sequence number only when nothing waits, no urgent byte is
+        pending and the policy delivers at once (see the module notes), so these bytes are
+        exactly the next expected ones. ``high`` catches up with ``next`` when the general path
+        next needs it. Acknowledgements are the caller's (``packet``, or the pipeline's fused
+        path, which first checked that nothing waits on either side).
+        """
         n = len(payload)
         s.next += n
         s.nseq = (seq + n) & _M32
@@ -200,12 +213,7 @@ class TcpReassembler:
                 self._trim(s)
         else:
             self._remember(s, payload)
-        self.sink.on_data(flow, direction, payload, pkt.ts)
-        if flags & TH_ACK:
-            peer = streams[direction ^ 1]
-            peer.ack_seq = pkt.ack
-            if peer.pend:
-                self._after(flow, direction, streams, s, pkt)
+        self.sink.on_data(flow, direction, payload, ts)
 
     def _after(self, flow: Flow, direction: int, streams: tuple[Stream, Stream], s: Stream, pkt: Packet) -> None:
         """After a packet: its acknowledgement may release or skip bytes waiting on the other
@@ -572,7 +580,7 @@ class TcpReassembler:
             return
         recent = s.recent
         if recent is None:
-            recent = s.recent = deque()
+            recent = s.recent = []
         recent.append(data)
         s.recent_bytes += n
         self.held += n
@@ -584,12 +592,15 @@ class TcpReassembler:
         recent = s.recent
         assert recent is not None
         window = self.recent_window
-        dropped = 0
         have = s.recent_bytes
-        while have - dropped > window and len(recent) > 1:
-            dropped += len(recent.popleft())
-        s.recent_bytes = have - dropped
-        self.held -= dropped
+        k = 0
+        last = len(recent) - 1
+        while have > window and k < last:
+            have -= len(recent[k])
+            k += 1
+        del recent[:k]
+        self.held -= s.recent_bytes - have
+        s.recent_bytes = have
 
     def _drop_recent(self, s: Stream) -> None:
         if s.recent:

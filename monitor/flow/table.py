@@ -6,6 +6,10 @@ Design notes
   :class:`TableFlow` objects, a Flow subclass whose extra slots carry the table's bookkeeping
   (key, timeout class, TCP flags seen, client ISN), so a flow costs no further object; the
   packet's direction falls out of the same comparison that ordered the key.
+- Fast index: untagged TCP flows are also found by ``fast_tcp``, the packed endpoints as they
+  lie in the frame (``src + dst + sport + dport``, 12 bytes for IPv4, 36 for IPv6) -> (flow,
+  direction), so the pipeline's fused fast path needs one slice and one dict lookup per
+  packet. Both directions are entered when a flow is created and removed with it.
 - Client: the sender of a SYN without ACK; a SYN/ACK seen first makes its receiver the
   client; otherwise (mid-stream pickup, UDP) the sender of the first packet.
 - Byte counts are frame bytes as captured on the wire (``wire_len``, falling back to the
@@ -138,6 +142,13 @@ class FlowTable:
         # Flows the table ended on its own (memcap/max_flows eviction, port reuse); the
         # pipeline drains this list after every lookup.
         self.ended: list[Flow] = []
+        # The pipeline's fast path finds established TCP flows straight from the frame's bytes:
+        # the packed ``src + dst + sport + dport`` as they lie in an IPv4/IPv6 header followed
+        # by TCP (12 or 36 bytes) -> (flow, direction). One entry per direction of every
+        # untagged TCP flow, kept in step with ``flows``. None disables the fast path (checksum
+        # validation needs the full decoder for every frame).
+        self.fast_tcp: dict[bytes, tuple[TableFlow, int]] | None = \
+            None if cfg.decoder.checksum_validation else {}
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -225,6 +236,8 @@ class FlowTable:
         flow.client_low = client_low
         flow.syn_seq = syn_seq
         self.flows[key] = flow
+        if proto == PROTO_TCP and self.fast_tcp is not None and not flow.vlan:
+            self._add_fast(flow)
         heapq.heappush(self._heap, (due, flow.flow_id, key))
         self._created += 1
         if proto == PROTO_TCP:
@@ -278,8 +291,33 @@ class FlowTable:
 
     # ------------------------------------------------------------------ housekeeping
 
+    def _add_fast(self, flow: TableFlow) -> None:
+        """Index an untagged TCP flow by its two directional endpoint byte strings."""
+        fast = self.fast_tcp
+        assert fast is not None
+        cport = flow.cport.to_bytes(2, "big")
+        sport = flow.sport.to_bytes(2, "big")
+        to_server = flow.client + flow.server + cport + sport
+        to_client = flow.server + flow.client + sport + cport
+        if to_server != to_client:  # a host talking to itself on one port: the slow path decides
+            fast[to_server] = (flow, TO_SERVER)
+            fast[to_client] = (flow, TO_CLIENT)
+
+    def _drop_fast(self, flow: TableFlow) -> None:
+        fast = self.fast_tcp
+        if fast is None or flow.proto != PROTO_TCP or flow.vlan:
+            return
+        cport = flow.cport.to_bytes(2, "big")
+        sport = flow.sport.to_bytes(2, "big")
+        to_server = flow.client + flow.server + cport + sport
+        hit = fast.get(to_server)
+        if hit is not None and hit[0] is flow:
+            del fast[to_server]
+            del fast[flow.server + flow.client + sport + cport]
+
     def _remove(self, flow: TableFlow) -> None:
         del self.flows[flow.key]  # its heap items are stale from now on
+        self._drop_fast(flow)
 
     def _due_top(self) -> TableFlow | None:
         """The flow with the earliest real due time (stale heap items dropped, moved ones pushed back)."""
@@ -342,6 +380,8 @@ class FlowTable:
         for flow in out:
             flow.end_reason = "shutdown"
         self.flows.clear()
+        if self.fast_tcp is not None:
+            self.fast_tcp.clear()
         self._heap.clear()
         self.publish_stats()
         return out
