@@ -198,6 +198,8 @@ class ContentConfig:
     max_depth: int = opt(8, "Maximum archive/container nesting depth", minimum=1)
     max_members: int = opt(10_000, "Maximum members read from one archive", minimum=1)
     max_text: int = size("32 MiB", "Largest text buffer extracted from one document")
+    cache: int = size("32 MiB", "Memory for results of recently decoded archives/documents, replayed when the same "
+                      "bytes are sent again (one attachment to many recipients); 0 turns it off")
 
 
 @dataclass(frozen=True)

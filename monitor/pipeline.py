@@ -20,7 +20,7 @@ from alerts.eve import EveWriter, format_ts
 from monitor.applayer import registry
 from monitor.applayer.base import AppParser
 from monitor.config import Config
-from monitor.content.extract import PIPELINE_CACHE, Member, Notice, Text
+from monitor.content.extract import ExtractCache, Member, Notice, Text
 from monitor.decode import Decoder
 from monitor.decode.decoder import ETH_IPV4_TCP, ETH_IPV6_TCP  # Pipeline.process's fused fast path
 from monitor.events import Event, EventBus
@@ -124,6 +124,7 @@ class Pipeline:
     def __init__(self, cfg: Config, *, stats: Stats | None = None, eve_path: str | None = None,
                  detection: Any | None = None, replay: bool = False, evidence: bool | None = None) -> None:
         self.cfg = cfg
+        self._extract_cache = ExtractCache(cfg.content.cache)
         self.stats = stats or Stats()
         self.bus = EventBus(self.stats)
         self.replay = replay
@@ -408,7 +409,7 @@ class Pipeline:
             return
         # Same items and counters as extract(); an identical file seen recently is not decoded again.
         try:
-            for item in PIPELINE_CACHE.extract(content, name=f.name, mime=f.declared_type or f.detected_type,
+            for item in self._extract_cache.extract(content, name=f.name, mime=f.declared_type or f.detected_type,
                                                depth=f.depth, limits=limits, stats=self.stats):
                 if isinstance(item, Text):
                     # encoded(): the decoder's own UTF-8 bytes when it had them (no re-encoding)

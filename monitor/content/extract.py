@@ -313,7 +313,7 @@ class ExtractCache:
         self, data: bytes, *, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats
     ) -> Iterator[Member | Text | Notice]:
         """``extract()`` with the same items and counters, from the cache when it can."""
-        if not self._cacheable(data, name, mime):
+        if self.max_bytes <= 0 or not self._cacheable(data, name, mime):
             yield from extract(data, name=name, mime=mime, depth=depth, limits=limits, stats=stats)
             return
         key = (data, depth, limits)
@@ -361,7 +361,3 @@ def _held(item: Item) -> int:
     if isinstance(item, Text):
         return 2 * len(item.text) + len(item.utf8 or b"") + 128
     return 128
-
-
-# The pipeline's cache (one per process: each worker has its own).
-PIPELINE_CACHE = ExtractCache()
