@@ -156,7 +156,7 @@ def _start_workers(procs: list[Any]) -> None:
 
 
 def _open_audit_log(cfg: Config) -> Stats:
-    """Open and close the audit log once in the parent, before the workers start.
+    """Open and close the audit log and the incident database once in the parent, before the workers start.
 
     Every worker appends to the same log (records are flock-serialised and the chain continues
     from disk), but a first run also generates the log's key: workers doing that at the same
@@ -165,9 +165,14 @@ def _open_audit_log(cfg: Config) -> Stats:
     join the merged totals.
     """
     from alerts.audit import AuditLog
+    from alerts.incidents import IncidentDB
 
     stats = Stats()
     AuditLog(cfg.audit, stats, base_dir=cfg.base_dir).close()
+    # Likewise the incident database: creating it switches it to WAL and writes the schema, which
+    # needs an exclusive lock that SQLite does not wait for ("database is locked" in a worker
+    # that races another one). WAL mode persists in the file, so workers open a ready database.
+    IncidentDB(cfg.resolve(cfg.incidents.db), synchronous=cfg.incidents.synchronous).close()
     return stats
 
 
