@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerts.eve import EveWriter, format_ts
 from monitor.applayer import registry
@@ -40,6 +40,9 @@ from monitor.model import (
 )
 from monitor.names import HostNames
 from monitor.stats import Stats
+
+if TYPE_CHECKING:
+    from monitor.capture.pcapfile import Capture
 
 log = logging.getLogger("leakmon.pipeline")
 
@@ -73,11 +76,13 @@ class FlowContext:
     def tx_info(self, tx_id: int, body: dict[str, Any]) -> None:
         metadata = self.flow.metadata
         txs = metadata.get("tx")
-        if txs is None:  # not setdefault: that would build an OrderedDict on every call
-            txs = metadata["tx"] = OrderedDict()
+        if txs is None:  # not setdefault: that would build a dict on every call
+            # A plain dict (insertion-ordered, re-assignment keeps the position) rather than an
+            # OrderedDict: the same eviction order for about half the memory per flow.
+            txs = metadata["tx"] = {}
         txs[tx_id] = body
         if len(txs) > MAX_TX_PER_FLOW:
-            txs.popitem(last=False)
+            del txs[next(iter(txs))]  # the oldest transaction, as OrderedDict.popitem(last=False)
 
     def anomaly(self, kind: str, detail: str = "", *, direction: int | None = None,
                 tx_id: int | None = None) -> None:
@@ -201,19 +206,32 @@ class Pipeline:
 
     def process(self, raw: RawPacket) -> None:
         """The per-packet path. Keep it lean: everything here runs for every frame."""
-        self.pcap_cnt = raw.pcap_cnt
+        data = raw.data
+        n = len(data)
+        if not self.process_frame(data, 0, n, raw.wire_len or n, raw.ts, raw.pcap_cnt, raw.iface,
+                                  raw.linktype, raw):
+            self.process_decoded(raw)
+
+    def process_frame(self, buf: bytes, start: int, n: int, wire: int, ts: float, cnt: int, iface: str = "",
+                      linktype: int = LINKTYPE_ETHERNET, raw: RawPacket | None = None) -> bool:
+        """The first half of :meth:`process`, on a frame lying at ``buf[start:start + n]``.
+
+        Numbering, timers and interface counts, then the fused fast path. True when the frame
+        was handled; False when :meth:`process_decoded` must take it (with a RawPacket of the
+        same frame), which then does only the second half. The capture replay calls this
+        straight from the record walk (:meth:`replay_capture`), so a frame that takes the fast path is
+        never sliced out of the read buffer nor made a RawPacket; ``raw`` is the frame's
+        RawPacket where the caller has one (evidence keeps that object).
+        """
+        self.pcap_cnt = cnt
         self.ingress = monotonic()
-        ts = raw.ts
         if ts > self.now:
             self.now = ts
             if ts >= self._next_timer:
                 self._timers(ts)
-        data = raw.data
-        n = len(data)
-        wire = raw.wire_len or n
-        counts = self._iface_counts.get(raw.iface)
+        counts = self._iface_counts.get(iface)
         if counts is None:
-            counts = self._iface_counts[raw.iface] = [0, 0, 0.0]
+            counts = self._iface_counts[iface] = [0, 0, 0.0]
         counts[0] += 1
         counts[1] += wire
         counts[2] = ts
@@ -223,45 +241,57 @@ class Pipeline:
         # the next in-order segment with nothing waiting on either side. For these, decode +
         # FlowTable.lookup + TcpReassembler.packet would only count, note the ACK and hand the
         # payload on: done here without a Packet or a key tuple. Anything else, and any check
-        # that fails, falls through to the full path before any state was touched.
+        # that fails, returns False (the full path) before any flow state was touched.
         fast = self.flows.fast_tcp
-        if raw.linktype == LINKTYPE_ETHERNET and n >= 54 and fast is not None:
-            etype, vhl, tot_len, frag, proto, seq, ack, offflags = ETH_IPV4_TCP(data, 0)
-            hit = None
-            if etype == 0x0800:
-                hlen = (offflags >> 12) << 2
-                if vhl == 0x45 and proto == PROTO_TCP and not frag & 0x3FFF and 40 <= tot_len <= n - 14 \
-                        and 20 <= hlen <= tot_len - 20 and not offflags & 0x27:  # SYN FIN RST URG
-                    hit = fast.get(data[26:38])
-                    payload = data[34 + hlen:14 + tot_len]
-            elif etype == 0x86DD and n >= 74:
-                etype, vfc, plen, nh, seq, ack, offflags = ETH_IPV6_TCP(data, 0)
-                hlen = (offflags >> 12) << 2
-                if vfc >> 4 == 6 and nh == PROTO_TCP and 20 <= plen <= n - 54 and 20 <= hlen <= plen \
-                        and not offflags & 0x27:
-                    hit = fast.get(data[22:58])
-                    payload = data[54 + hlen:54 + plen]
-            if hit is not None:
-                fast_flow, direction = hit
-                streams = fast_flow.streams
-                if streams is not None and fast_flow.state != "new":
-                    s = streams[direction]
-                    peer = streams[direction ^ 1]
-                    if not peer.pend and (seq == s.nseq if payload else not s.pend):
-                        # FlowTable.lookup's bookkeeping (no state change: no SYN/FIN/RST, not new).
-                        fast_flow.pkts[direction] += 1
-                        fast_flow.bytes[direction] += wire
-                        fast_flow.last_ts = ts
-                        flags = offflags & 0xFF
-                        fast_flow.tflags |= flags << (direction << 3)
-                        rec = fast_flow.recorder
-                        if rec is not None:
-                            rec.add(raw)
-                        if payload:
-                            self.reassembler.in_order(fast_flow, direction, s, seq, payload, ts)
-                        if flags & TH_ACK:
-                            peer.ack_seq = ack
-                        return
+        if linktype != LINKTYPE_ETHERNET or n < 54 or fast is None:
+            return False
+        etype, vhl, tot_len, frag, proto, seq, ack, offflags = ETH_IPV4_TCP(buf, start)
+        if etype == 0x0800:
+            hlen = (offflags >> 12) << 2
+            if vhl != 0x45 or proto != PROTO_TCP or frag & 0x3FFF or not 40 <= tot_len <= n - 14 \
+                    or not 20 <= hlen <= tot_len - 20 or offflags & 0x27:  # SYN FIN RST URG
+                return False
+            hit = fast.get(buf[start + 26:start + 38])
+            if hit is None:
+                return False
+            payload = buf[start + 34 + hlen:start + 14 + tot_len]
+        elif etype == 0x86DD and n >= 74:
+            etype, vfc, plen, nh, seq, ack, offflags = ETH_IPV6_TCP(buf, start)
+            hlen = (offflags >> 12) << 2
+            if vfc >> 4 != 6 or nh != PROTO_TCP or not 20 <= plen <= n - 54 or not 20 <= hlen <= plen \
+                    or offflags & 0x27:
+                return False
+            hit = fast.get(buf[start + 22:start + 58])
+            if hit is None:
+                return False
+            payload = buf[start + 54 + hlen:start + 54 + plen]
+        else:
+            return False
+        fast_flow, direction = hit
+        streams = fast_flow.streams
+        if streams is None or fast_flow.state == "new":
+            return False
+        s = streams[direction]
+        peer = streams[direction ^ 1]
+        if peer.pend or (seq != s.nseq if payload else s.pend):
+            return False
+        # FlowTable.lookup's bookkeeping (no state change: no SYN/FIN/RST, not new).
+        fast_flow.pkts[direction] += 1
+        fast_flow.bytes[direction] += wire
+        fast_flow.last_ts = ts
+        flags = offflags & 0xFF
+        fast_flow.tflags |= flags << (direction << 3)
+        rec = fast_flow.recorder
+        if rec is not None:
+            rec.add(raw if raw is not None else RawPacket(ts, linktype, buf[start:start + n], cnt, iface, wire))
+        if payload:
+            self.reassembler.in_order(fast_flow, direction, s, seq, payload, ts)
+        if flags & TH_ACK:
+            peer.ack_seq = ack
+        return True
+
+    def process_decoded(self, raw: RawPacket) -> None:
+        """The second half of :meth:`process`: decode, flow lookup, reassembly or datagram."""
         pkt = self.decoder.decode(raw)
         if pkt is None:
             return
@@ -276,6 +306,7 @@ class Pipeline:
             self.reassembler.packet(flow, direction, pkt)
         elif pkt.payload:
             parser = flow.parser
+            ts = raw.ts
             if parser is not None:
                 try:
                     parser.feed(direction, pkt.payload, ts)
@@ -285,6 +316,12 @@ class Pipeline:
                                   ts=ts, tx_id=None, file=None, charset=None)
         if flows.ended:
             self._drain_ended("memcap")
+
+    def replay_capture(self, capture: Capture) -> None:
+        """Every frame of ``capture`` (from :func:`~monitor.capture.pcapfile.read_capture`) through
+        :meth:`process`: the record walk calls :meth:`process_frame` on the frame in its read
+        buffer where it can, and builds a RawPacket only for the frames that need one."""
+        capture.replay(self.process_frame, self.process_decoded, self.process)
 
     def inject(self, packets: list[RawPacket]) -> None:
         """Synthetic packets (canary) go through the same path as captured ones."""

@@ -159,11 +159,10 @@ def replay(args: argparse.Namespace) -> int:
     interrupted = False
     with sensor_gc():
         try:
-            process = pipeline.process
             for path in args.files:
-                for raw in read_capture(path, stats=sensor.stats, bpf=cfg.capture.bpf, progress=progress,
-                                        start_cnt=cnt):
-                    process(raw)
+                capture = read_capture(path, stats=sensor.stats, bpf=cfg.capture.bpf, progress=progress,
+                                       start_cnt=cnt)
+                pipeline.replay_capture(capture)
                 cnt = pipeline.pcap_cnt
         except KeyboardInterrupt:
             interrupted = True

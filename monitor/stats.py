@@ -73,7 +73,11 @@ class Stats:
 
     def incr(self, name: str, n: int = 1, **labels: Any) -> None:
         if labels:
-            self.counters[self._labelled_key(name, labels)] += n
+            try:  # a label set seen before: its interned key, without a call (see _labelled_key)
+                key = self._keys[(name, *labels.items())]
+            except (KeyError, TypeError):
+                key = self._labelled_key(name, labels)
+            self.counters[key] += n
         else:
             self.counters[(name, ())] += n
 

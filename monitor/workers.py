@@ -227,8 +227,7 @@ def _replay_shard(sensor: Any, cfg: Config, files: list[str], index: int, n: int
         for path in files:
             capture: Any = read_capture(path, stats=capture_stats, bpf=bpf, start_cnt=cnt,
                                         shard=(index, n))  # type: ignore[call-arg]
-            for raw in capture:
-                process(raw)
+            sensor.pipeline.replay_capture(capture)
             cnt = capture.last_cnt
         return
     for path in files:  # a reader without sharding: every frame is built here and sorted out

@@ -131,6 +131,11 @@ _CHUNK_LINE = re.compile(rb"([0-9a-fA-F]{1,15})\r\n")
 _HEADER_BLOCK_END = re.compile(rb"\n\r?\n")
 _CLEAN_HEADER_BLOCK = re.compile(rb"(?:[A-Za-z0-9-]+:[^\r\n]*\r\n)+")
 _LOOSE = "~"  # key prefix of headers whose name was only recognisable after removing junk
+# A side's header list between messages (issue 6: no empty list kept per idle side): every start
+# line gives the side a fresh list before a header can be appended (_request_line,
+# _response_line), so nothing ever appends to this one; a header-less HTTP/0.9 request hands it
+# on as its (empty) request headers.
+_NO_HEADERS: Any = ()
 _LOOSE_TE = _LOOSE + "transfer-encoding"
 _LOOSE_CL = _LOOSE + "content-length"
 _LOOSE_CE = _LOOSE + "content-encoding"
@@ -456,7 +461,7 @@ class _Direction:
         self.buf = bytearray()
         self.state = S_LINE
         self.tx: Transaction | None = None
-        self.headers: list[tuple[str, str]] = []
+        self.headers: list[tuple[str, str]] = _NO_HEADERS
         self.header_bytes = 0
         self.remaining = 0
         self.body: _Body | None = None
@@ -1161,7 +1166,7 @@ class HttpParser:
         tx = side.tx
         assert tx is not None
         headers = side.headers
-        side.headers = []
+        side.headers = _NO_HEADERS
         hint, side.chunk_hint = side.chunk_hint, False
         if side.direction == TO_SERVER:
             tx.req_headers = headers

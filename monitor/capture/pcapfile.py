@@ -2,6 +2,8 @@
 
 The file is read in large blocks and record headers are decoded with ``struct.unpack_from``
 straight from the block, so the per-record cost is one unpack, one slice and one RawPacket.
+:meth:`Capture.replay` (the sensor's replay) skips even those for the frames its handler takes
+in place (classic Ethernet pcap): they are never sliced out of the block.
 
 Damaged files never raise once the header has been accepted:
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import IO
 
 from monitor.capture.bpf import BpfProgram
@@ -50,13 +52,16 @@ IDB_OPT_TSOFFSET = 14
 
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
+# Capture.replay's in-place frame handler: (buf, start, caplen, wire_len, ts, pcap_cnt) -> handled.
+FrameHandler = Callable[[bytes, int, int, int, float, int], bool]
+
 
 class CaptureError(LeakmonError):
     """The file cannot be opened or is not a pcap/pcapng capture."""
 
 
 class Capture(Iterator[RawPacket]):
-    """What :func:`read_capture` returns: iterate it for the RawPackets.
+    """What :func:`read_capture` returns: iterate it for the RawPackets, or :meth:`replay` it.
 
     ``for raw in capture`` runs the reader's own generator (``__iter__`` returns it, so no
     wrapper sits between the reader and the loop). ``last_cnt`` is the ``pcap_cnt`` of the last
@@ -65,10 +70,13 @@ class Capture(Iterator[RawPacket]):
     the iteration has ended (``start_cnt`` until then).
     """
 
-    __slots__ = ("_records", "last_cnt")
+    __slots__ = ("_records", "_walk", "last_cnt")
 
     def __init__(self, start_cnt: int) -> None:
         self._records: Iterator[RawPacket] = iter(())
+        # Classic Ethernet pcap read without BPF or progress: the record walk that hands frames
+        # to replay()'s callbacks in place (None: replay() iterates the RawPackets).
+        self._walk: Callable[[FrameHandler, Callable[[RawPacket], None]], Iterator[RawPacket]] | None = None
         self.last_cnt = start_cnt
 
     def __iter__(self) -> Iterator[RawPacket]:
@@ -76,6 +84,27 @@ class Capture(Iterator[RawPacket]):
 
     def __next__(self) -> RawPacket:
         return next(self._records)
+
+    def replay(self, frame: FrameHandler, fallback: Callable[[RawPacket], None],
+               process: Callable[[RawPacket], None]) -> None:
+        """Every frame, in order, as ``process(raw)`` would see it, without a RawPacket where possible.
+
+        Where the record walk can (see ``_walk``), each frame is first offered in place as
+        ``frame(buf, start, caplen, wire_len, ts, pcap_cnt)`` (``buf[start:start + caplen]``
+        is the frame; ts, pcap_cnt and wire_len exactly as the RawPacket would carry them);
+        when that returns False, ``fallback`` gets the frame's RawPacket. Everywhere else
+        (pcapng, BPF, progress, other link types) every RawPacket goes to ``process``.
+        Use either this or the iteration, not both.
+        """
+        walk = self._walk
+        if walk is None:
+            for raw in self._records:
+                process(raw)
+            return
+        self._walk = None
+        self._records = iter(())
+        for _ in walk(frame, fallback):  # the walk yields nothing when it has a frame handler
+            pass
 
     def close(self) -> None:
         close = getattr(self._records, "close", None)
@@ -123,6 +152,15 @@ def read_capture(path: str | os.PathLike[str], *, stats: Stats, bpf: str = "", p
                 raise CaptureError(f"{name}: truncated pcap file header")
             records = _pcap_records(stream, raw_file, stats, endian, magic, rest, start_cnt, counter,
                                     inner_shard)
+            if not bpf and not progress and struct.unpack(endian + "I", rest[16:20])[0] & 0xFFFF \
+                    == LINKTYPE_ETHERNET:
+                # Capture.replay's walk: the same generator, handing frames to callbacks (never
+                # started when the capture is iterated instead, so only one of them reads).
+                def walk(frame: FrameHandler, fallback: Callable[[RawPacket], None]) -> Iterator[RawPacket]:
+                    return _pcap_records(stream, raw_file, stats, endian, magic, rest, start_cnt, counter,
+                                         inner_shard, frame, fallback)
+
+                capture._walk = walk
         else:
             raise CaptureError(f"{name}: not a pcap or pcapng capture (starts with 0x{head.hex()})")
     except CaptureError:
@@ -288,8 +326,12 @@ def _tell(f: IO[bytes]) -> int:
 
 
 def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: str, magic: int, rest: bytes,
-                  start_cnt: int, counter: Capture | None,
-                  shard: tuple[int, int] | None) -> Generator[RawPacket, None, None]:
+                  start_cnt: int, counter: Capture | None, shard: tuple[int, int] | None,
+                  frame: FrameHandler | None = None,
+                  fallback: Callable[[RawPacket], None] | None = None) -> Generator[RawPacket, None, None]:
+    """The records as RawPackets; with ``frame`` (Capture.replay), each record is offered to
+    ``frame`` in the read buffer instead, and only those it declines are built and handed to
+    ``fallback``: then nothing is yielded."""
     _vmaj, _vmin, _zone, _sigfigs, snaplen, linkfield = struct.unpack(endian + "HHiIII", rest)
     linktype = linkfield & 0xFFFF  # upper bits carry FCS information
     scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
@@ -339,8 +381,13 @@ def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: 
                     if not mine:
                         pos = nxt
                         continue
-                yield RawPacket(sec + frac * scale, linktype, buf[start:nxt], n, "",
-                                wire if wire >= caplen else caplen)
+                ts = sec + frac * scale
+                if wire < caplen:
+                    wire = caplen
+                if frame is None:
+                    yield RawPacket(ts, linktype, buf[start:nxt], n, "", wire)
+                elif not frame(buf, start, caplen, wire, ts, n):
+                    fallback(RawPacket(ts, linktype, buf[start:nxt], n, "", wire))  # type: ignore[misc]
                 pos = nxt
             try:
                 more = stream.read(CHUNK)

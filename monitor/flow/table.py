@@ -285,9 +285,14 @@ class FlowTable:
         if state != flow.state:
             flow.state = state
             flow.tclass = _ESTABLISHED if state == "established" else _CLOSED
-            # The new state's timeout may be shorter: a fresh heap item (the old one goes stale).
-            flow.due = flow.last_ts + self._timeouts[flow.tclass]
-            heapq.heappush(self._heap, (flow.due, flow.flow_id, flow.key))
+            due = flow.last_ts + self._timeouts[flow.tclass]
+            if due < flow.due:
+                # The new state's timeout is shorter: a fresh heap item (the old one goes stale).
+                flow.due = due
+                heapq.heappush(self._heap, (due, flow.flow_id, flow.key))
+            # Otherwise (new -> established: a longer timeout) the flow's item stays: it comes up
+            # earlier than the flow's real due time, and _due_top moves it back then, as it does
+            # for any flow active since its item was pushed (no extra heap item per flow).
 
     # ------------------------------------------------------------------ housekeeping
 

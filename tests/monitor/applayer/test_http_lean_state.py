@@ -139,3 +139,21 @@ def test_idle_flow_state_is_compact() -> None:
     p.feed(TO_CLIENT, b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-3/10\r\n"
                       b"Content-Length: 4\r\n\r\nabcd", 1.0)
     assert isinstance(p._ranges, http1.RangeStore)  # noqa: SLF001
+
+
+def test_sides_keep_no_header_list_between_messages_and_each_message_gets_its_own() -> None:
+    """Between messages a side holds the shared empty header sequence (no list per idle side);
+    a header-less HTTP/0.9 request, then keep-alive requests with headers, each get exactly theirs."""
+    p, ctx = _parser()
+    assert p.sides[TO_SERVER].headers == () and p.sides[TO_CLIENT].headers == ()
+    p.feed(TO_SERVER, b"GET /a\r\n", 1.0)
+    p.feed(TO_SERVER, b"GET /b HTTP/1.1\r\nHost: b.example\r\n\r\n", 2.0)
+    p.feed(TO_CLIENT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3.0)
+    p.feed(TO_SERVER, b"GET /c HTTP/1.1\r\nHost: c.example\r\nX-A: 1\r\n\r\n", 4.0)
+    assert p.sides[TO_SERVER].headers == () and p.sides[TO_CLIENT].headers == ()
+    p.close(5.0)
+    assert "applayer.parser_error" not in ctx.anomalies
+    http = [body["http"] for kind, body, _ in ctx.events if kind == "http"]
+    assert [(h["url"], h.get("hostname")) for h in http] == [("/a", None), ("/b", "b.example"),
+                                                              ("/c", "c.example")]
+    assert http[0]["status"] == 200  # responses meet requests in order: the 0.9 request's

@@ -208,3 +208,36 @@ def test_flow_ids_unique_and_nonsequential():
     assert len(set(seen)) == len(seen)
     assert all(0 < x < 2**63 for x in seen)
     assert sum(1 for a, b in zip(seen, seen[1:], strict=False) if b == a + 1) == 0
+
+
+def test_expiry_matches_an_oracle_over_random_state_changes():
+    """Whatever heap items the table keeps (none is pushed when a state's timeout grows), expire()
+    returns exactly the flows idle past their current state's timeout, earliest due first."""
+    import random
+
+    timeouts = FlowTimeouts(new=30, established=300, closed=10, udp=60, other=30)
+    for seed in range(40):
+        rng = random.Random(seed)
+        t, _ = table(timeouts=timeouts)
+        seqs: dict[int, int] = {}
+        now = 0.0
+        for _ in range(400):
+            now += rng.choice((0.0, 0.5, 3.0, 9.0, 40.0))
+            port = rng.randrange(1, 12)
+            flags = rng.choice((S, S | A, A, A, A, F | A, R))
+            seq = seqs.setdefault(port, rng.randrange(1 << 20))
+            if rng.random() < 0.5:
+                t.lookup(tcp(C, SV, port, 80, flags, seq=seq, ts=now))
+            else:
+                t.lookup(tcp(SV, C, 80, port, flags, seq=seq, ts=now))
+            if flags == S and rng.random() < 0.3:
+                seqs[port] = rng.randrange(1 << 20)  # port reuse now and then
+            t.ended.clear()
+            if rng.random() < 0.3:
+                expected = sorted(
+                    (f for f in t.flows.values() if f.last_ts + t.timeout_of(f) <= now),
+                    key=lambda f: (f.last_ts + t.timeout_of(f), f.flow_id),
+                )
+                assert t.expire(now) == expected
+        left = sorted(t.flows.values(), key=lambda f: (f.last_ts + t.timeout_of(f), f.flow_id))
+        assert t.expire(now + 1000.0) == left and len(t) == 0 and not t._heap
