@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from monitor.errors import ConfigError
+from monitor.files import hash_set
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -88,6 +89,11 @@ def choice(default: str, choices: tuple[str, ...], help: str) -> Any:
 
 def opt(default: Any, help: str, minimum: float | None = None) -> Any:
     return _opt(default, help, minimum=minimum)
+
+
+def _unhashed(f: Any) -> Any:
+    f.hash = False
+    return f
 
 
 def path_opt(default: str, help: str) -> Any:
@@ -200,6 +206,10 @@ class ContentConfig:
     max_text: int = size("32 MiB", "Largest text buffer extracted from one document")
     cache: int = size("32 MiB", "Memory for results of recently decoded archives/documents, replayed when the same "
                       "bytes are sent again (one attachment to many recipients); 0 turns it off")
+    # Left out of the hash: ContentConfig keys the decoded-archive cache, and a list is unhashable
+    # (the hashes do not change what a decoder produces).
+    hashes: list[str] = _unhashed(opt(["sha256"], "Hashes computed for every file and reported in fileinfo "
+                                      "(Suricata's force-hash): sha256 (always required: detection uses it), md5, sha1"))
 
 
 @dataclass(frozen=True)
@@ -461,6 +471,10 @@ def _validate(cfg: Config) -> None:
             file, "audit.retention",
             "must be at least 90d: 基準 10(11)イ requires audit logs to be kept at least 3 months",
         )
+    try:
+        hash_set(cfg.content.hashes)
+    except ValueError as exc:
+        raise ConfigError(file, "content.hashes", str(exc)) from None
     if cfg.metrics.addr and not re.fullmatch(r"\[?[0-9A-Za-z.:-]*\]?:\d{1,5}", cfg.metrics.addr):
         raise ConfigError(file, "metrics.addr", f"expected HOST:PORT, got {cfg.metrics.addr!r}")
 

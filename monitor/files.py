@@ -6,9 +6,10 @@ the pipeline's :class:`FileListener` scans the bytes as they arrive, and on clos
 content decoders, checks fingerprints and writes the ``fileinfo`` event. A hash is reported
 only for a complete file without gaps.
 
-Hashing (SHA-256 and MD5, both reported in ``fileinfo``) is the floor of the per-byte cost, so it
-is done once and late: while the content is buffered, the hashes are fed from the buffer in
-:data:`HASH_BLOCK` runs (one call per run, not two per write); once the buffer is given up (over
+Hashing (the ``content.hashes`` set, SHA-256 always as detection needs it, each reported in
+``fileinfo``) is the floor of the per-byte cost, so it is done once and late: while the content
+is buffered, the hashes are fed from the buffer in :data:`HASH_BLOCK` runs (one call per run, not
+one per write); once the buffer is given up (over
 ``max_buffer``) every write is hashed as it comes. A gap, or a close as TRUNCATED/ERROR, ends the
 hashing -- those files never report a hash, so the bytes still pending are not hashed at all.
 The hash objects themselves are created on the first run to hash (most files stay buffered
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any, ClassVar, Protocol
 
 from monitor.content.magic import HEAD_BYTES, detect_type
 from monitor.model import Flow
@@ -31,6 +33,11 @@ STATE_TRUNCATED = "TRUNCATED"
 STATE_ERROR = "ERROR"
 
 _file_ids = itertools.count(1)
+# The hashes a file can report, in fileinfo order; SHA-256 is always computed (file fingerprints,
+# evidence and incidents are keyed by it). MD5/SHA-1 are identifiers here, not security.
+HASH_NAMES = ("sha256", "md5", "sha1")
+REQUIRED_HASH = "sha256"
+_HASH_FACTORIES = {"sha256": hashlib.sha256, "md5": hashlib.md5, "sha1": hashlib.sha1}
 HASH_BLOCK = 256 * 1024  # buffered bytes hashed together (bounds the work done by one write)
 
 
@@ -46,9 +53,18 @@ class FileObject:
     __slots__ = (
         "file_id", "flow", "tx_id", "direction", "name", "source", "protocol", "declared_type",
         "detected_type", "size", "missing_bytes", "state", "depth", "parent", "charset",
-        "_sha256", "_md5", "_hashing", "sha256", "md5", "_buffer", "_hashed", "buffer_overflow", "max_buffer",
+        "_hashers", "_hash_names", "_hashing", "sha256", "md5", "sha1",
+        "_buffer", "_hashed", "buffer_overflow", "max_buffer",
         "listener", "app", "extra", "_head", "declared_size",
     )
+
+    # The hashes computed when the constructor is not given ``hashes``: set once per pipeline from
+    # content.hashes (configure_hashes), so the set costs nothing per file.
+    configured_hashes: ClassVar[tuple[str, ...]] = (REQUIRED_HASH,)
+
+    @classmethod
+    def configure_hashes(cls, names: Iterable[str]) -> None:
+        cls.configured_hashes = hash_set(names)
 
     def __init__(
         self,
@@ -67,6 +83,7 @@ class FileObject:
         max_buffer: int = 64 << 20,
         listener: FileListener | None = None,
         app: dict[str, Any] | None = None,
+        hashes: Iterable[str] | None = None,
     ) -> None:
         self.file_id = next(_file_ids)
         self.flow = flow
@@ -85,10 +102,11 @@ class FileObject:
         self.depth = depth
         self.parent = parent
         self._hashing = True  # False once no hash can be reported (gap, truncation)
-        self._sha256: Any = None  # the hash objects, from the first bytes hashed (_hash)
-        self._md5: Any = None
+        self._hash_names = self.configured_hashes if hashes is None else hash_set(hashes)
+        self._hashers: list[Any] | None = None  # the hash objects, from the first bytes hashed (_hash)
         self.sha256: str | None = None
         self.md5: str | None = None
+        self.sha1: str | None = None
         self._buffer: bytearray | None = bytearray()
         self._hashed = 0  # bytes of the buffer already fed to the hashes
         self.buffer_overflow = False
@@ -143,15 +161,15 @@ class FileObject:
             self.listener.on_file_data(self, data)
 
     def _hash(self, data: Any) -> None:
-        if self._sha256 is None:
-            self._sha256 = hashlib.sha256(data)
-            self._md5 = hashlib.md5(data)  # noqa: S324 - an identifier, not security
+        hashers = self._hashers
+        if hashers is None:
+            self._hashers = [_HASH_FACTORIES[name](data) for name in self._hash_names]
         else:
-            self._sha256.update(data)
-            self._md5.update(data)
+            for h in hashers:
+                h.update(data)
 
     def _hash_buffer(self) -> None:
-        """Feed the buffered bytes not yet hashed to both hashes (no copy)."""
+        """Feed the buffered bytes not yet hashed to the hashes (no copy)."""
         buf = self._buffer
         if buf is None or self._hashed >= len(buf):
             return
@@ -168,7 +186,7 @@ class FileObject:
         # A file with a hole never reports a hash: stop hashing. Content decoders cannot trust a
         # buffer with a hole either; the file is still scanned as a stream.
         self._hashing = False
-        self._sha256 = self._md5 = None
+        self._hashers = None
         self._buffer = None
         if self.listener is not None:
             self.listener.on_file_gap(self, length)
@@ -186,12 +204,12 @@ class FileObject:
             self.state = STATE_CLOSED
         if self.state == STATE_CLOSED and self._hashing:
             self._hash_buffer()
-            if self._sha256 is None:
+            if self._hashers is None:
                 self._hash(b"")  # an empty file (nothing was ever hashed)
-            self.sha256 = self._sha256.hexdigest()
-            self.md5 = self._md5.hexdigest()
+            for name, h in zip(self._hash_names, self._hashers or (), strict=True):
+                setattr(self, name, h.hexdigest())
         self._hashing = False
-        self._sha256 = self._md5 = None
+        self._hashers = None
         if self.listener is not None:
             self.listener.on_file_close(self)
 
@@ -223,8 +241,19 @@ class FileObject:
         if self.missing_bytes:
             info["missing_bytes"] = self.missing_bytes
         if self.sha256:
-            info["sha256"] = self.sha256
-            info["md5"] = self.md5
+            for name in self._hash_names:
+                info[name] = getattr(self, name)
         if self.parent is not None:
             info["parent_file_id"] = self.parent.file_id
         return info
+
+
+def hash_set(names: Iterable[str]) -> tuple[str, ...]:
+    """The hashes named, in fileinfo order. ValueError for an unknown name or a set without SHA-256."""
+    wanted = set(names)
+    unknown = sorted(wanted.difference(HASH_NAMES))
+    if unknown:
+        raise ValueError(f"unknown hash {unknown[0]!r} (known: {', '.join(HASH_NAMES)})")
+    if REQUIRED_HASH not in wanted:
+        raise ValueError(f"must include {REQUIRED_HASH!r}: file fingerprints, evidence and incidents use it")
+    return tuple(name for name in HASH_NAMES if name in wanted)

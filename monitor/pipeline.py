@@ -130,6 +130,8 @@ class Pipeline:
                  detection: Any | None = None, replay: bool = False, evidence: bool | None = None) -> None:
         self.cfg = cfg
         self._extract_cache = ExtractCache(cfg.content.cache)
+        # The hash set is per process (one pipeline per sensor process): set once here, not per file.
+        FileObject.configure_hashes(cfg.content.hashes)
         self.stats = stats or Stats()
         self.bus = EventBus(self.stats)
         self.replay = replay

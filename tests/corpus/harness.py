@@ -47,6 +47,7 @@ import yaml
 from alerts.schema import validate_lines
 from monitor.capture.pcapfile import read_capture
 from monitor.config import Config, load_config
+from monitor.files import FileObject
 from monitor.pipeline import Pipeline
 from monitor.runner import adhoc_signature_file
 
@@ -154,6 +155,7 @@ def replay_eve(paths: list[Path], eve_path: Path, cfg: Config, hunt: list[str],
         cfg = dataclasses.replace(cfg, signatures=[*cfg.signatures, sig_file])
     if eve_path.exists():
         eve_path.unlink()  # the EVE writer appends
+    saved_hashes = FileObject.configured_hashes  # Pipeline() sets the config's hashes; later tests get these back
     try:
         if shared is not None:
             pipeline = shared.pipeline(cfg, eve_path)
@@ -166,6 +168,7 @@ def replay_eve(paths: list[Path], eve_path: Path, cfg: Config, hunt: list[str],
                 cnt = raw.pcap_cnt
         pipeline.finish("shutdown")
     finally:
+        FileObject.configured_hashes = saved_hashes
         if sig_file is not None:
             os.unlink(sig_file)
     return validate_lines(eve_path.read_text(encoding="utf-8"))

@@ -1,14 +1,45 @@
 """FileObject: hashes only for complete files (whatever the write sizes), the buffer cap, the head,
-listener calls in order, and no hashing work for files that can never report a hash."""
+listener calls in order, no hashing work for files that can never report a hash, and exactly the
+configured hash set (content.hashes) computed and reported."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from monitor.files import HASH_BLOCK, STATE_CLOSED, STATE_ERROR, STATE_TRUNCATED, FileObject
+from monitor.config import default_config, load_config
+from monitor.errors import ConfigError
+from monitor.files import (
+    HASH_BLOCK,
+    HASH_NAMES,
+    STATE_CLOSED,
+    STATE_ERROR,
+    STATE_TRUNCATED,
+    FileObject,
+    hash_set,
+)
+from tests.monitor.test_replay_cli import ROOT, replay
+
+BOTH = ("sha256", "md5")  # the set before content.hashes existed (suricata-verify's force-hash md5)
+
+
+@contextmanager
+def md5_hashes() -> Iterator[None]:
+    """FileObjects made inside compute MD5 too, as a pipeline with ``content.hashes: [sha256, md5]``."""
+    saved = FileObject.configured_hashes
+    FileObject.configure_hashes(BOTH)
+    try:
+        yield
+    finally:
+        FileObject.configured_hashes = saved
 
 
 class Listener:
@@ -42,7 +73,7 @@ def write_in_pieces(f: FileObject, data: bytes, seed: int) -> None:
 def test_hashes_of_complete_files_match_hashlib(size: int, max_buffer: int) -> None:
     data = random.Random(size).randbytes(size)
     for seed in range(3):
-        f = FileObject(None, 0, name="a.bin", max_buffer=max_buffer)
+        f = FileObject(None, 0, name="a.bin", max_buffer=max_buffer, hashes=BOTH)
         write_in_pieces(f, data, seed)
         f.close()
         assert f.state == STATE_CLOSED and f.size == size
@@ -55,17 +86,17 @@ def test_hashes_of_complete_files_match_hashlib(size: int, max_buffer: int) -> N
 
 
 def test_gap_or_truncation_reports_no_hash_and_stops_hashing() -> None:
-    f = FileObject(None, 0)
+    f = FileObject(None, 0, hashes=BOTH)
     f.write(b"A" * (HASH_BLOCK + 10))
     f.gap(100)
-    assert f._sha256 is None and f.buffer is None  # noqa: SLF001 - no hashing work after a gap
+    assert f._hashers is None and f.buffer is None  # noqa: SLF001 - no hashing work after a gap
     f.write(b"B" * 10)
     f.close()
     assert (f.state, f.sha256, f.md5, f.size, f.missing_bytes) == (STATE_TRUNCATED, None, None, HASH_BLOCK + 120, 100)
     assert "sha256" not in f.fileinfo() and f.fileinfo()["gaps"] is True
 
     for state in (STATE_TRUNCATED, STATE_ERROR):
-        g = FileObject(None, 0)
+        g = FileObject(None, 0, hashes=BOTH)
         g.write(b"partial")
         g.close(state)
         assert (g.state, g.sha256, g.md5, g.content()) == (state, None, None, None)
@@ -106,15 +137,15 @@ def test_dropping_the_buffer_while_open_keeps_the_hash_right() -> None:
 def test_hash_state_is_made_only_when_hashing_is_due() -> None:
     # An open file that stays buffered holds no hash objects (idle keep-alive responses); the
     # hashes appear once HASH_BLOCK bytes wait, or the buffer is given up, and match hashlib.
-    small = FileObject(None, 0)
+    small = FileObject(None, 0, hashes=BOTH)
     small.write(b"hello")
-    assert small._sha256 is None and small._md5 is None  # noqa: SLF001
+    assert small._hashers is None  # noqa: SLF001
     small.close()
     assert (small.sha256, small.md5) == (hashlib.sha256(b"hello").hexdigest(), hashlib.md5(b"hello").hexdigest())  # noqa: S324
 
     big = FileObject(None, 0)
     big.write(b"x" * HASH_BLOCK)
-    assert big._sha256 is not None  # noqa: SLF001 - a full block is hashed as it arrives
+    assert big._hashers is not None  # noqa: SLF001 - a full block is hashed as it arrives
 
     dropped = FileObject(None, 0)
     dropped.buffer = None  # given up before any byte: every write is hashed as it comes
@@ -122,6 +153,87 @@ def test_hash_state_is_made_only_when_hashing_is_due() -> None:
     dropped.close()
     assert dropped.sha256 == hashlib.sha256(b"abc").hexdigest()
 
-    empty = FileObject(None, 0, max_buffer=0)
+    empty = FileObject(None, 0, max_buffer=0, hashes=BOTH)
     empty.close()
     assert (empty.sha256, empty.md5) == (hashlib.sha256(b"").hexdigest(), hashlib.md5(b"").hexdigest())  # noqa: S324
+
+
+HASH_SETS = [c for n in range(1, 4) for c in itertools.combinations(HASH_NAMES, n) if "sha256" in c]
+
+
+@pytest.mark.parametrize("names", HASH_SETS)
+@pytest.mark.parametrize(("size", "max_buffer"), [(0, 1 << 20), (3000, 1 << 20), (HASH_BLOCK * 2 + 9, HASH_BLOCK)])
+def test_exactly_the_configured_hashes_are_computed_and_reported(names: tuple[str, ...], size: int,
+                                                                  max_buffer: int) -> None:
+    data = random.Random(size).randbytes(size)
+    for explicit in (True, False):  # given to the constructor, or configured once for the process
+        saved = FileObject.configured_hashes
+        try:
+            if explicit:
+                f = FileObject(None, 0, max_buffer=max_buffer, hashes=list(reversed(names)))
+            else:
+                FileObject.configure_hashes(names)
+                f = FileObject(None, 0, max_buffer=max_buffer)
+        finally:
+            FileObject.configured_hashes = saved
+        write_in_pieces(f, data, size)
+        f.close()
+        info = f.fileinfo()
+        for name in HASH_NAMES:
+            expected = hashlib.new(name, data).hexdigest() if name in names else None
+            assert getattr(f, name) == expected
+            assert info.get(name) == expected
+        assert [k for k in info if k in HASH_NAMES] == [n for n in HASH_NAMES if n in names]  # fileinfo order
+
+
+def test_the_default_set_is_sha256_only() -> None:
+    f = FileObject(None, 0, hashes=default_config().content.hashes)
+    f.write(b"abc")
+    f.close()
+    assert (f.sha256, f.md5, f.sha1) == (hashlib.sha256(b"abc").hexdigest(), None, None)
+    assert "md5" not in f.fileinfo() and "sha1" not in f.fileinfo()
+    # and so is the class default, in a fresh process (a pipeline configures it for its process)
+    r = subprocess.run([sys.executable, "-c", "from monitor.files import FileObject; print(FileObject.configured_hashes)"],
+                       capture_output=True, text=True, cwd=ROOT, check=True)
+    assert r.stdout.strip() == "('sha256',)"
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    (["md5"], "must include 'sha256'"), ([], "must include 'sha256'"),
+    (["sha256", "sha512"], "unknown hash 'sha512'"), (["SHA256"], "unknown hash 'SHA256'"),
+])
+def test_a_hash_set_without_sha256_or_with_an_unknown_name_is_refused(names: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        hash_set(names)
+    with pytest.raises(ValueError, match=message):
+        FileObject(None, 0, hashes=tuple(names))
+
+
+@pytest.mark.parametrize(("hashes", "reason"), [
+    ("[md5]", "must include 'sha256'"), ("[sha256, sha512]", "unknown hash 'sha512'"),
+])
+def test_config_refuses_a_hash_list_without_sha256_or_with_an_unknown_name(tmp_path: Path, hashes: str,
+                                                                          reason: str) -> None:
+    p = tmp_path / "leakmon.yaml"
+    p.write_text(f"content:\n  hashes: {hashes}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert err.value.key == "content.hashes" and reason in err.value.reason
+    r = subprocess.run([sys.executable, "-m", "monitor", "check-config", "-c", str(p)], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 2 and "content.hashes" in r.stderr
+
+
+def test_config_accepts_the_hash_lists_and_defaults_to_sha256(tmp_path: Path) -> None:
+    p = tmp_path / "leakmon.yaml"
+    p.write_text("content:\n  hashes: [md5, sha1, sha256]\n", encoding="utf-8")
+    assert load_config(p).content.hashes == ["md5", "sha1", "sha256"]
+    assert default_config().content.hashes == ["sha256"]
+
+
+def test_default_replay_reports_sha256_and_no_md5(tmp_path: Path) -> None:
+    records, _ = replay(tmp_path)
+    infos = [r["fileinfo"] for r in records if r["event_type"] == "fileinfo"]
+    hashed = [i for i in infos if i["state"] == STATE_CLOSED]
+    assert hashed and all(len(i["sha256"]) == 64 for i in hashed)
+    assert not any("md5" in i or "sha1" in i for i in infos)
