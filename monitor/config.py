@@ -159,7 +159,7 @@ class FlowTimeouts:
 
 @dataclass(frozen=True)
 class FlowConfig:
-    memcap: int = size("512 MiB", "Memory for the flow table (flows + per-flow state estimate)")
+    memcap: int = size("512 MiB", "Memory for the flow table: each flow is charged 2 KiB when created and 7 KiB more on its first stream payload (parser, detection and reassembly state)")
     max_flows: int = opt(1_000_000, "Hard cap on concurrent flows", minimum=1)
     timeouts: FlowTimeouts = opt(FlowTimeouts(), "Idle timeouts by state")
 

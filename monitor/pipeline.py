@@ -379,6 +379,7 @@ class Pipeline:
     # ------------------------------------------------------------------ StreamSink
 
     def on_data(self, flow: Flow, direction: int, data: bytes, ts: float) -> None:
+        self.flows.charge_app_state(flow)  # memcap: the flow's app-layer state exists from here on
         parser = flow.parser
         if parser is not None:
             try:

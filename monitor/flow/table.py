@@ -23,12 +23,15 @@ Design notes
   items that are due; a flow that was active since is pushed back with its real due time (once
   per timeout period at most), one whose state changed got a fresh item then. So expiry is
   exact, and ``expire`` looks only at items that are due plus the heap's top.
-- Memory: ``flow.memcap`` divided by a per-flow estimate (the flow object, its key, table
-  and heap item, a small reassembly state) gives a flow budget; with ``flow.max_flows``
-  it bounds the table. When full, the flow closest to its idle timeout is evicted: half-open
-  and closed flows have short timeouts, so a SYN flood recycles its own entries instead of
-  evicting established sessions. Evicted flows go to ``table.ended`` for the pipeline to
-  finish (stream flush, flow event).
+- Memory: every flow is charged bytes against ``flow.memcap``: ``FLOW_COST`` when it is
+  created, and ``APP_STATE_COST`` more when its first stream payload arrives (the pipeline
+  calls :meth:`FlowTable.charge_app_state`: parser, detection streams and reassembly buffers
+  exist from then on). ``accounted`` is the sum of what the table's flows were charged, and
+  removal releases exactly what a flow was charged. With ``flow.max_flows`` this bounds the
+  table. When a creation or a charge would go past a limit, the flow closest to its idle
+  timeout is evicted: half-open and closed flows have short timeouts, so a SYN flood (never
+  charged for app state) recycles its own entries instead of evicting established sessions.
+  Evicted flows go to ``table.ended`` for the pipeline to finish (stream flush, flow event).
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ from monitor.stats import Stats
 # a million-SYN flood against a 64 MiB cap grew the process RSS by ~1.7 KB per live flow, hence
 # a rounded-up 2 KiB.
 FLOW_COST = 2048
+# Extra bytes per flow once it carries payload (app-layer parser state, detection streams,
+# reassembly buffers): bench/data/f20k.pcap (20,000 HTTP flows, all live at once) peaks at
+# ~9.1 KiB of RSS per flow ((peak RSS - 46 MB) / 20,000), of which FLOW_COST is the base;
+# the rest, rounded, is charged on the first payload.
+APP_STATE_COST = 7 * 1024
 
 # Timeout classes.
 _NEW, _ESTABLISHED, _CLOSED, _UDP, _OTHER = range(5)
@@ -83,7 +91,7 @@ class TableFlow(Flow):
     Everything else sees a plain :class:`~monitor.model.Flow`.
     """
 
-    __slots__ = ("key", "tclass", "due", "client_low", "tflags", "syn_seq")
+    __slots__ = ("key", "tclass", "due", "client_low", "tflags", "syn_seq", "cost")
 
     key: FlowKey
     tclass: int  # timeout class
@@ -91,6 +99,7 @@ class TableFlow(Flow):
     client_low: bool  # the client is the key's lower endpoint
     tflags: int  # TCP flags seen: to the server in bits 0-7, to the client in bits 8-15
     syn_seq: int | None  # ISN of the client's SYN, to recognise port reuse
+    cost: int  # bytes charged against flow.memcap (released when the flow leaves the table)
 
 
 def tcp_flags(flow: Flow) -> tuple[int, int]:
@@ -131,9 +140,11 @@ class FlowTable:
         self.stats = stats
         self.protected = protected if protected is not None else NetSet(cfg.networks.protected)
         self._timeouts = (t.new, t.established, t.closed, t.udp, t.other)
+        self.memcap = fc.memcap
+        self.max_flows = fc.max_flows
+        # Flows of base cost only (no app state) that fit: the table's size under a SYN flood.
         self.capacity = max(1, min(fc.max_flows, fc.memcap // FLOW_COST))
-        # Which limit binds, for the eviction counter's label.
-        self._evict_reason = "max_flows" if fc.max_flows <= fc.memcap // FLOW_COST else "memcap"
+        self.accounted = 0  # bytes charged by the flows in the table (FLOW_COST + app state)
         self.flows: dict[FlowKey, TableFlow] = {}
         # (due, flow_id, key): atomic items only, so the garbage collector soon stops tracking them.
         self._heap: list[tuple[float, int, FlowKey]] = []
@@ -196,8 +207,11 @@ class FlowTable:
             old.end_reason = "forced"
             self.stats.incr("flow.reused")
             self.ended.append(old)
-        elif len(self.flows) >= self.capacity:
-            self._evict_one()
+        elif len(self.flows) >= self.max_flows:
+            self._evict_one("max_flows")
+        elif self.accounted + FLOW_COST > self.memcap:
+            # Any flow was charged at least FLOW_COST: one eviction makes room.
+            self._evict_one("memcap")
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
         proto = pkt.proto
         flags = pkt.tcp_flags
@@ -235,6 +249,8 @@ class FlowTable:
         flow.due = due = pkt.ts + self._timeouts[tclass]
         flow.client_low = client_low
         flow.syn_seq = syn_seq
+        flow.cost = FLOW_COST
+        self.accounted += FLOW_COST
         self.flows[key] = flow
         if proto == PROTO_TCP and self.fast_tcp is not None and not flow.vlan:
             self._add_fast(flow)
@@ -322,7 +338,37 @@ class FlowTable:
 
     def _remove(self, flow: TableFlow) -> None:
         del self.flows[flow.key]  # its heap items are stale from now on
+        self.accounted -= flow.cost
         self._drop_fast(flow)
+
+    def charge_app_state(self, flow: Flow) -> None:
+        """Charge ``flow`` APP_STATE_COST once: the pipeline calls this on every stream payload."""
+        if isinstance(flow, TableFlow) and flow.cost == FLOW_COST:
+            self.charge(flow, APP_STATE_COST)
+
+    def charge(self, flow: TableFlow, nbytes: int) -> None:
+        """Add ``nbytes`` to what ``flow`` costs, evicting other flows while over the memcap.
+
+        Flows no longer in the table (ended, being flushed) are not charged. ``flow`` itself is
+        never evicted here (its data is being delivered): its heap item is held aside while
+        the others are looked at. A memcap below one charged flow leaves just that flow.
+        """
+        if self.flows.get(flow.key) is not flow:
+            return
+        flow.cost += nbytes
+        self.accounted += nbytes
+        held: list[tuple[float, int, FlowKey]] = []
+        heap = self._heap
+        while self.accounted > self.memcap:
+            top = self._due_top()
+            if top is None:
+                break
+            if top is flow:
+                held.append(heapq.heappop(heap))
+                continue
+            self._evict_one("memcap")
+        for item in held:
+            heapq.heappush(heap, item)
 
     def _due_top(self) -> TableFlow | None:
         """The flow with the earliest real due time (stale heap items dropped, moved ones pushed back)."""
@@ -344,7 +390,7 @@ class FlowTable:
             return flow
         return None
 
-    def _evict_one(self) -> None:
+    def _evict_one(self, reason: str) -> None:
         # The flow closest to its idle timeout (half-open and closed flows have short ones).
         flow = self._due_top()
         if flow is None:
@@ -352,7 +398,7 @@ class FlowTable:
         heapq.heappop(self._heap)
         self._remove(flow)
         flow.end_reason = "memcap"
-        self.stats.incr("flow.evicted", reason=self._evict_reason)
+        self.stats.incr("flow.evicted", reason=reason)
         self.ended.append(flow)
 
     def expire(self, now: float) -> list[Flow]:
@@ -385,6 +431,7 @@ class FlowTable:
         for flow in out:
             flow.end_reason = "shutdown"
         self.flows.clear()
+        self.accounted = 0
         if self.fast_tcp is not None:
             self.fast_tcp.clear()
         self._heap.clear()
