@@ -6,6 +6,7 @@ import ipaddress
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from monitor.applayer.base import AppParser
@@ -110,3 +111,17 @@ class RecordingContext:
     # helpers for assertions
     def event_bodies(self, event_type: str) -> list[dict[str, Any]]:
         return [b for t, b, _ in self.events if t == event_type]
+
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample_config(tmp_path: Path) -> Path:
+    """pcaps/sample.yaml with its signature, key and output paths made to work from ``tmp_path``."""
+    text = (_ROOT / "pcaps" / "sample.yaml").read_text(encoding="utf-8")
+    text = text.replace("[../signatures]", f"[{_ROOT / 'signatures'}]").replace("out/", f"{tmp_path}/out/")
+    text = text.replace("key_file: sample-evidence.key", f"key_file: {_ROOT / 'pcaps' / 'sample-evidence.key'}")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    p = tmp_path / "leakmon.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p

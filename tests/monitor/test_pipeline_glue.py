@@ -16,6 +16,7 @@ from monitor.capture.pcapfile import read_capture
 from monitor.config import load_config
 from monitor.events import Event
 from monitor.runner import GC_THRESHOLDS, Sensor, sensor_gc
+from tests.factories import sample_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "pcaps" / "sample-leak-http.pcap"  # 4 curl flows, 3 leaking uploads (sid 9100001)
@@ -23,18 +24,10 @@ LEAK_PORTS = {41626, 41632, 41634}
 _FILE_ID = re.compile(r'("(?:parent_)?file_id":)(\d+)')
 
 
-def _config(tmp_path: Path) -> Path:
-    text = (ROOT / "pcaps" / "sample.yaml").read_text(encoding="utf-8")
-    text = text.replace("[../signatures]", f"[{ROOT / 'signatures'}]").replace("out/", f"{tmp_path}/out/")
-    text = text.replace("key_file: sample-evidence.key", f"key_file: {ROOT / 'pcaps' / 'sample-evidence.key'}")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    p = tmp_path / "leakmon.yaml"
-    p.write_text(text, encoding="utf-8")
-    return p
 
 
 def _replay(tmp_path: Path, eve_path: str) -> tuple[list[Event], list[dict], Sensor]:
-    sensor = Sensor(load_config(_config(tmp_path)), eve_path=eve_path, replay=True)
+    sensor = Sensor(load_config(sample_config(tmp_path)), eve_path=eve_path, replay=True)
     seen: list[Event] = []
     sensor.pipeline.bus.subscribe("recorder", seen.append)  # after eve, incidents, audit, metrics
     for raw in read_capture(SAMPLE, stats=sensor.stats):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from alerts.schema import validate_lines
+from tests.factories import sample_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "pcaps" / "sample-leak-http.pcap"
@@ -17,19 +18,11 @@ LEAK_PORTS = {41626, 41632, 41634}  # multipart Shift_JIS file, JSON \\u escapes
 BENIGN_PORT = 41612  # GET /index.html
 
 
-def config(tmp_path: Path) -> Path:
-    text = (ROOT / "pcaps" / "sample.yaml").read_text(encoding="utf-8")
-    text = text.replace("[../signatures]", f"[{ROOT / 'signatures'}]").replace("out/", f"{tmp_path}/out/")
-    text = text.replace("key_file: sample-evidence.key", f"key_file: {ROOT / 'pcaps' / 'sample-evidence.key'}")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    p = tmp_path / "leakmon.yaml"
-    p.write_text(text, encoding="utf-8")
-    return p
 
 
 def replay(tmp_path: Path, *extra: str) -> tuple[list[dict], str]:
     eve = tmp_path / "eve.json"
-    r = subprocess.run([sys.executable, "-m", "monitor", "replay", str(SAMPLE), "-c", str(config(tmp_path)),
+    r = subprocess.run([sys.executable, "-m", "monitor", "replay", str(SAMPLE), "-c", str(sample_config(tmp_path)),
                         "--eve-log", str(eve), *extra], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     return validate_lines(eve.read_text(encoding="utf-8")), r.stderr
@@ -78,7 +71,7 @@ def test_adhoc_literal_hunt(tmp_path):
 
 def test_missing_capture_is_a_clean_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "monitor", "replay", str(tmp_path / "nope.pcap"), "-c",
-                        str(config(tmp_path))], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                        str(sample_config(tmp_path))], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert "nope.pcap" in r.stderr
@@ -86,7 +79,7 @@ def test_missing_capture_is_a_clean_error(tmp_path):
 
 @pytest.mark.parametrize("workers", ["1"])
 def test_eve_to_stdout_is_json_lines(tmp_path, workers):
-    r = subprocess.run([sys.executable, "-m", "monitor", "replay", str(SAMPLE), "-c", str(config(tmp_path)),
+    r = subprocess.run([sys.executable, "-m", "monitor", "replay", str(SAMPLE), "-c", str(sample_config(tmp_path)),
                         "--eve-log", "-", "--workers", workers], capture_output=True, text=True, cwd=ROOT,
                        timeout=300)
     assert r.returncode == 0, r.stderr

@@ -25,26 +25,19 @@ import monitor.workers as workers
 from alerts.eve import EveWriter
 from monitor.events import Event
 from monitor.stats import Stats
+from tests.factories import sample_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PCAPS = ROOT / "pcaps"
 PER_SENSOR = ("signatures.", "audit.", "evidence.", "uptime", "workers")
 
 
-def _config(tmp_path: Path) -> Path:
-    text = (PCAPS / "sample.yaml").read_text(encoding="utf-8")
-    text = text.replace("[../signatures]", f"[{ROOT / 'signatures'}]").replace("out/", f"{tmp_path}/out/")
-    text = text.replace("key_file: sample-evidence.key", f"key_file: {PCAPS / 'sample-evidence.key'}")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    p = tmp_path / "leakmon.yaml"
-    p.write_text(text, encoding="utf-8")
-    return p
 
 
 def _cli(tmp_path: Path, captures: list[str], workers_n: int, *extra: str, eve: str = "") -> subprocess.CompletedProcess[str]:
     eve = eve or str(tmp_path / "eve.json")
     r = subprocess.run([sys.executable, "-m", "monitor", "replay", *[str(PCAPS / c) for c in captures],
-                        "-c", str(_config(tmp_path)), "--eve-log", eve, "--workers", str(workers_n), *extra],
+                        "-c", str(sample_config(tmp_path)), "--eve-log", eve, "--workers", str(workers_n), *extra],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     return r
@@ -110,7 +103,7 @@ def test_two_workers_write_what_one_process_writes(tmp_path: Path, captures: lis
 def _replay_in_process(tmp_path: Path, captures: list[str], n: int) -> list[str]:
     from monitor.runner import replay
 
-    args = argparse.Namespace(config=str(_config(tmp_path)), files=[str(PCAPS / c) for c in captures],
+    args = argparse.Namespace(config=str(sample_config(tmp_path)), files=[str(PCAPS / c) for c in captures],
                               eve_log=str(tmp_path / "eve.json"), bpf=None, metrics_addr="", workers=n,
                               literal=[], sha256=[], no_progress=True)
     assert replay(args) == 0
@@ -149,7 +142,7 @@ class _FakeQueue:
 def test_worker_eve_sink_modes(tmp_path: Path) -> None:
     from monitor.config import load_config
 
-    cfg = load_config(_config(tmp_path))
+    cfg = load_config(sample_config(tmp_path))
     q = _FakeQueue()
     lines = workers._worker_sensor(cfg, q, replay=True, eve_mode=workers.EVE_LINES)
     assert lines.pipeline.bus._sinks[0] == ("eve-worker", lines.line_sink)  # first, as a one-process EVE writer
