@@ -37,107 +37,21 @@ import hashlib
 import importlib
 import random
 import sys
-import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.appbench import EN, JA, BenchContext, best, chunks_of, run_file  # noqa: E402
 from monitor.applayer import registry  # noqa: E402
-from monitor.config import Config  # noqa: E402
 from monitor.files import FileObject  # noqa: E402
 from monitor.model import TO_CLIENT, TO_SERVER  # noqa: E402
-from monitor.stats import Stats  # noqa: E402
 from tests.factories import RecordingContext, tflow  # noqa: E402
 
-EN = ("the quarterly report lists the supplier parts and delivery dates for the program office "
-      "see attached drawings rev C and the test plan ").split()
-JA = "調達 情報 セキュリティ 基準 に 基づき 設計 図面 を 送付 します 試験 計画 の 改訂 版 です".split()
 WORKLOADS = ("cl", "cl-upload", "chunked", "chunked-small", "multipart", "gzip", "small", "mixed")
 # The "mixed" workload: bench/gen.py's HTTP flows of the mixed capture (uploads : downloads 18 : 30).
 MIXED_HTTP = (("http_upload", 18), ("http_download", 30))
-
-
-class _DropListener:
-    def on_file_data(self, f: FileObject, data: bytes) -> None:
-        pass
-
-    def on_file_gap(self, f: FileObject, length: int) -> None:
-        pass
-
-    def on_file_close(self, f: FileObject) -> None:
-        pass
-
-
-class _CountingFile:
-    """Stands in for FileObject where only the parser's own cost is measured (no hashes, no buffer)."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.sha256 = "-"
-        self.state = "OPEN"
-        self.depth = 0
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-
-    def gap(self, length: int) -> None:
-        self.size += length
-
-    def close(self, state: str | None = None) -> None:
-        self.state = state or "CLOSED"
-
-
-class BenchContext:
-    """An AppContext doing the pipeline's work minus detection."""
-
-    def __init__(self, real_files: bool = True) -> None:
-        self.real_files = real_files
-        self.flow = tflow(sport=80)
-        self.config = Config()
-        self.stats = Stats()
-        self.files: list[Any] = []
-        self.inspected = 0
-        self.events = 0
-        self.listener = _DropListener()
-
-    def event(self, event_type: str, body: dict[str, Any], **_: Any) -> None:
-        self.events += 1
-
-    def tx_info(self, tx_id: int, body: dict[str, Any]) -> None:
-        pass
-
-    def anomaly(self, kind: str, detail: str = "", **_: Any) -> None:
-        self.stats.incr("applayer.anomaly", type=kind)
-
-    def open_file(self, direction: int, **kw: Any) -> Any:
-        if not self.real_files:
-            stub = _CountingFile()
-            self.files.append(stub)
-            return stub
-        kw.pop("declared_size", None)
-        parent = kw.get("parent")
-        f = FileObject(self.flow, direction, max_buffer=self.config.content.max_buffer,
-                       listener=self.listener, depth=(parent.depth + 1) if parent else 0, **kw)
-        self.files.append(f)
-        return f
-
-    def inspect(self, data: bytes, **_: Any) -> None:
-        self.inspected += len(data)
-
-    def set_app_proto(self, name: str) -> None:
-        self.flow.app_proto = name
-
-    def learn_name(self, addr: bytes, name: str, source: str) -> None:
-        pass
-
-    def expect(self, **_: Any) -> None:
-        pass
-
-    def tls(self, info: dict[str, Any]) -> None:
-        pass
 
 
 # ------------------------------------------------------------ workloads
@@ -302,14 +216,6 @@ def run_flow(ctx: Any, steps: list[tuple[int, bytes]]) -> None:
         flow.parser.close(2.0)
 
 
-def run_file(chunks: list[bytes]) -> str | None:
-    f = FileObject(None, TO_SERVER, listener=_DropListener())
-    for c in chunks:
-        f.write(c)
-    f.close()
-    return f.sha256
-
-
 def run_hashes(chunks: list[bytes]) -> str:
     s = hashlib.sha256()
     m = hashlib.md5()  # noqa: S324
@@ -322,16 +228,6 @@ def run_hashes(chunks: list[bytes]) -> str:
 def run_zlib(chunks: list[bytes]) -> int:
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     return sum(len(d.decompress(c)) for c in chunks)
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return min(times)
 
 
 def _check(kind: str, ctx: Any, decoded: int) -> None:
@@ -362,7 +258,7 @@ def bench_mixed(size: int, args: argparse.Namespace) -> None:
         assert ctx.stats.total("applayer.anomaly") == 0, ("mixed", ctx.stats.snapshot())
     ctx = run_flows(flows, "real")
     decoded = sum(f.size for f in ctx.files if f.depth == 0)
-    plain = [c for f in ctx.files if f.depth == 0 for c in _chunks(f.buffer or b"", args.segment)]
+    plain = [c for f in ctx.files if f.depth == 0 for c in chunks_of(f.buffer or b"", args.segment)]
     mb = wire / 1e6
     print(f"{'mixed':<13} {len(flows)} flows, {len(ctx.files)} files, {mb:.1f} MB stream", flush=True)
     for context in args.contexts.split(","):
@@ -392,8 +288,8 @@ def bench_workload(kind: str, size: int, args: argparse.Namespace) -> None:
         _check(kind, run_http(steps, context), decoded)
     ctx = run_http(steps, "real")
     body = max(ctx.files, key=lambda f: f.size)
-    plain = _chunks(body.buffer or b"", args.segment) if kind != "small" else \
-        [c for f in ctx.files for c in _chunks(f.buffer or b"", args.segment)]
+    plain = chunks_of(body.buffer or b"", args.segment) if kind != "small" else \
+        [c for f in ctx.files for c in chunks_of(f.buffer or b"", args.segment)]
     mb = wire / 1e6
 
     def show(stage: str, seconds: float, nbytes: float = mb) -> None:
@@ -411,7 +307,7 @@ def bench_workload(kind: str, size: int, args: argparse.Namespace) -> None:
         show("sha256+md5 (floor)", best(lambda: run_hashes(plain), args.repeat), decoded / 1e6)
         if kind == "gzip":
             start = runs[1][1].find(b"\r\n\r\n") + 4
-            coded = _chunks(runs[1][1][start:], args.segment)
+            coded = chunks_of(runs[1][1][start:], args.segment)
             show("zlib inflate (floor)", best(lambda: run_zlib(coded), args.repeat), mb)
     if args.profile:
         cProfile.runctx("run_http(steps, 'real')", globals(), {"run_http": run_http, "steps": steps},
@@ -452,10 +348,6 @@ def _feed_flow(ctx: Any, request: bytes, response: bytes) -> None:
     ctx.flow.parser.feed(TO_SERVER, request, 1.0)
     if response:
         ctx.flow.parser.feed(TO_CLIENT, response, 1.0)
-
-
-def _chunks(data: bytes | bytearray, n: int) -> list[bytes]:
-    return [bytes(data[i : i + n]) for i in range(0, len(data), n)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,107 +25,18 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
-import gc
 import hashlib
 import random
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.appbench import EN, JA, BenchContext, best, chunks_of, run_file  # noqa: E402
 from monitor.applayer.smtp import SmtpParser  # noqa: E402
-from monitor.config import Config  # noqa: E402
 from monitor.content import mimecodec  # noqa: E402
 from monitor.content.mime import MimeParser, MimePart  # noqa: E402
-from monitor.files import FileObject  # noqa: E402
 from monitor.model import TO_CLIENT, TO_SERVER  # noqa: E402
-from monitor.stats import Stats  # noqa: E402
-from tests.factories import tflow  # noqa: E402
-
-EN = ("the quarterly report lists the supplier parts and delivery dates for the program office "
-      "see attached drawings rev C and the test plan ").split()
-JA = "調達 情報 セキュリティ 基準 に 基づき 設計 図面 を 送付 します 試験 計画 の 改訂 版 です".split()
-
-
-class _DropListener:
-    def on_file_data(self, f: FileObject, data: bytes) -> None:
-        pass
-
-    def on_file_gap(self, f: FileObject, length: int) -> None:
-        pass
-
-    def on_file_close(self, f: FileObject) -> None:
-        pass
-
-
-class _CountingFile:
-    """Stands in for FileObject where only the parser's own cost is measured (no hashes, no buffer)."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.sha256 = "-"
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-
-    def gap(self, length: int) -> None:
-        self.size += length
-
-    def close(self, state: str | None = None) -> None:
-        pass
-
-
-class BenchContext:
-    """An AppContext doing the pipeline's work minus detection (files are real, text is counted)."""
-
-    def __init__(self, real_files: bool = True) -> None:
-        self.real_files = real_files
-        self.flow = tflow(sport=25)
-        self.config = Config()
-        self.stats = Stats()
-        self.files: list[FileObject] = []
-        self.inspected = 0
-        self.events = 0
-        self.listener = _DropListener()
-
-    def event(self, event_type: str, body: dict[str, Any], **_: Any) -> None:
-        self.events += 1
-
-    def tx_info(self, tx_id: int, body: dict[str, Any]) -> None:
-        pass
-
-    def anomaly(self, kind: str, detail: str = "", **_: Any) -> None:
-        self.stats.incr("applayer.anomaly", type=kind)
-
-    def open_file(self, direction: int, **kw: Any) -> Any:
-        if not self.real_files:
-            stub = _CountingFile()
-            self.files.append(stub)  # type: ignore[arg-type]
-            return stub
-        kw.pop("declared_size", None)
-        f = FileObject(self.flow, direction, max_buffer=self.config.content.max_buffer,
-                       listener=self.listener, **kw)
-        self.files.append(f)
-        return f
-
-    def inspect(self, data: bytes, **_: Any) -> None:
-        self.inspected += len(data)
-
-    def set_app_proto(self, name: str) -> None:
-        pass
-
-    def learn_name(self, addr: bytes, name: str, source: str) -> None:
-        pass
-
-    def expect(self, **_: Any) -> None:
-        pass
-
-    def tls(self, info: dict[str, Any]) -> None:
-        pass
-
 
 # ------------------------------------------------------------ workloads
 
@@ -199,7 +110,7 @@ def _session(message: bytes, segment: int) -> list[tuple[int, bytes]]:
 
 
 def run_smtp(steps: list[tuple[int, bytes]], real_files: bool = True) -> BenchContext:
-    ctx = BenchContext(real_files)
+    ctx = BenchContext(real_files, server_port=25)
     p = SmtpParser(ctx)  # type: ignore[arg-type]
     for d, data in steps:
         p.feed(d, data, 1.0)
@@ -239,29 +150,11 @@ def run_mime(segments: list[bytes]) -> int:
     return sink.decoded
 
 
-def run_file(chunks: list[bytes]) -> str | None:
-    f = FileObject(None, TO_SERVER, listener=_DropListener())
-    for c in chunks:
-        f.write(c)
-    f.close()
-    return f.sha256
-
-
 def run_hash(name: str, chunks: list[bytes]) -> str:
     h = hashlib.new(name)
     for c in chunks:
         h.update(c)
     return h.hexdigest()
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return min(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,7 +187,7 @@ def bench_workload(kind: str, size: int, args: argparse.Namespace) -> None:
     decoded = [f for f in ctx.files if f.size >= payload_len * 0.9]
     assert decoded and decoded[0].sha256, f"{kind}: the payload file was not decoded completely"
     assert ctx.stats.total("applayer.anomaly") == 0, ctx.stats.snapshot()
-    plain = _chunks(decoded[0].buffer or b"", args.segment)
+    plain = chunks_of(decoded[0].buffer or b"", args.segment)
     mb = len(message) / 1e6
 
     def show(stage: str, seconds: float, nbytes: float = mb) -> None:
@@ -310,10 +203,6 @@ def bench_workload(kind: str, size: int, args: argparse.Namespace) -> None:
     if args.profile:
         cProfile.runctx("run_smtp(steps)", globals(), {"run_smtp": run_smtp, "steps": steps}, args.profile)
         args.profile = None
-
-
-def _chunks(data: bytes | bytearray, n: int) -> list[bytes]:
-    return [bytes(data[i : i + n]) for i in range(0, len(data), n)]
 
 
 if __name__ == "__main__":
