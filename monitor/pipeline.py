@@ -10,6 +10,7 @@ being matched on its raw stream.
 from __future__ import annotations
 
 import logging
+import mmap
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -214,7 +215,7 @@ class Pipeline:
                                   raw.linktype, raw):
             self.process_decoded(raw)
 
-    def process_frame(self, buf: bytes, start: int, n: int, wire: int, ts: float, cnt: int, iface: str = "",
+    def process_frame(self, buf: bytes | mmap.mmap, start: int, n: int, wire: int, ts: float, cnt: int, iface: str = "",
                       linktype: int = LINKTYPE_ETHERNET, raw: RawPacket | None = None) -> bool:
         """The first half of :meth:`process`, on a frame lying at ``buf[start:start + n]``.
 

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 from monitor.config import Config, load_config
@@ -209,10 +210,9 @@ def live(args: argparse.Namespace) -> int:
     next_tick = 0.0
     with sensor_gc():
         try:
-            for raw in cap:
-                if raw is not None:
-                    raw.ts = raw.ts or time.time()
-                    pipeline.process(raw)
+            # The ring's frames go to process_frame in place; RawPackets only where it declines,
+            # and for the frames walk() keeps off the fast path (a zero timestamp: ours instead).
+            for _ in cap.walk(pipeline.process_frame, pipeline.process_decoded, partial(_process_stamped, pipeline)):
                 now = time.time()
                 if now >= next_tick:
                     next_tick = now + 0.5
@@ -242,6 +242,12 @@ def live(args: argparse.Namespace) -> int:
                 except OSError:
                     pass
     return 0
+
+
+def _process_stamped(pipeline: Pipeline, raw: Any) -> None:
+    """A live frame without a kernel timestamp gets the wall clock, then the full path."""
+    raw.ts = raw.ts or time.time()
+    pipeline.process(raw)
 
 
 def _kernel_stats(sensor: Sensor, cap: Any) -> None:

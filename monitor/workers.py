@@ -343,9 +343,9 @@ def _live_worker(cfg: Config, ifaces: list[str], index: int, group: int, q: Any,
     next_tick = 0.0
     with sensor_gc():  # the one-process live sensor's collector settings
         try:
-            for raw in cap:
-                if raw is not None:
-                    pipeline.process(raw)
+            # The ring's frames go to process_frame in place; RawPackets only where it declines
+            # (or for the frames walk() keeps off the fast path: stripped VLAN tag, no timestamp).
+            for _ in cap.walk(pipeline.process_frame, pipeline.process_decoded, pipeline.process):
                 now = time.time()
                 if now >= next_tick:
                     next_tick = now + 0.5

@@ -39,7 +39,8 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from monitor.capture.bpf import BpfProgram
 from monitor.config import CaptureConfig
@@ -76,6 +77,12 @@ _TPACKET3_HDRLEN = 48  # TPACKET_ALIGN(sizeof(struct tpacket3_hdr)); struct sock
 _SLL_PKTTYPE = _TPACKET3_HDRLEN + 10
 
 IDLE_TICK = 0.2  # seconds: an idle iterator yields None at least this often
+
+# LiveCapture.walk's in-place frame handler, Pipeline.process_frame's leading arguments:
+# (buf, start, caplen, wire_len, ts, pcap_cnt, iface) -> handled. buf is the ring's mmap (Any:
+# process_frame annotates bytes, and only slices and unpack_from's it, which an mmap serves alike).
+FrameHandler = Callable[[Any, int, int, int, float, int, str], bool]
+PacketHandler = Callable[[RawPacket], None]
 
 
 class LiveCaptureError(LeakmonError):
@@ -239,6 +246,89 @@ class LiveCapture:
             # Hand the block back to the kernel, then move on.
             mm[base + _BLOCK_STATUS:base + _BLOCK_STATUS + 4] = b"\0\0\0\0"
             ring.next_block = (ring.next_block + 1) % ring.blocks
+
+    def walk(self, frame: FrameHandler, decoded: PacketHandler, whole: PacketHandler) -> Iterator[int]:
+        """The same frames as iterating, in the same order and numbering, handed to callbacks.
+
+        Each frame is offered in place as ``frame(ring_mmap, start, caplen, wire_len, ts,
+        pcap_cnt, iface)`` (Pipeline.process_frame); when that returns False, ``decoded`` gets
+        the frame's RawPacket (Pipeline.process_decoded). Frames the fast path must not see
+        get their RawPacket straight to ``whole`` (Pipeline.process): a VLAN tag stripped into
+        the descriptor (the frame is rebuilt with it, as iteration does) and a zero timestamp
+        (the caller may substitute its clock). The handler may slice the ring (slices of an
+        mmap are bytes copies) but must keep no view of it: the block goes back to the kernel
+        right after its walk. Yields after every block the number of frames it held, and 0
+        where iteration yields None (idle: run your timers).
+        """
+        rings = self.rings
+        poll = self._poll.poll
+        by_fd = self._by_fd
+        last_yield = time.monotonic()
+        while not self._stopping:
+            got = 0
+            for ring in rings:
+                while not self._stopping:
+                    num = self._walk_block(ring, frame, decoded, whole)
+                    if num < 0:
+                        break
+                    got += 1
+                    yield num
+            if self._stopping:
+                break
+            if got:
+                last_yield = time.monotonic()
+                continue
+            wait = IDLE_TICK - (time.monotonic() - last_yield)
+            ready = poll(max(0, int(wait * 1000))) if wait > 0 else []
+            if not ready or all(by_fd.get(fd) is None for fd, _ in ready):
+                last_yield = time.monotonic()
+                yield 0
+
+    def _walk_block(self, ring: _Ring, frame: FrameHandler, decoded: PacketHandler, whole: PacketHandler) -> int:
+        """Walk the ring's next block if the kernel has handed it over (-1 if not), then hand it
+        back. Every frame is built exactly as :meth:`_drain` builds it, but only when needed."""
+        mm = ring.ring
+        base = ring.next_block * ring.block_size
+        status, num, first = _block_hdr(mm, base + _BLOCK_STATUS)
+        if not status & TP_STATUS_USER:
+            return -1
+        iface = ring.iface
+        skip_outgoing = ring.is_loopback  # lo shows each packet twice (out and in)
+        cap = self.snaplen
+        end = len(mm)
+        cnt = self._cnt
+        off = base + first
+        for _ in range(num):
+            nxt, sec, nsec, snaplen, wire, pstatus, mac, _net, _hash, tci, tpid = _pkt_hdr(mm, off)
+            if not (skip_outgoing and mm[off + _SLL_PKTTYPE] == PACKET_OUTGOING):
+                start = off + mac
+                if snaplen > cap:
+                    snaplen = cap
+                # len(mm[start:start + snaplen]) without the slice (a slice stops at the map's end)
+                n = snaplen if start + snaplen <= end else max(0, end - start)
+                ts = sec + nsec * 1e-9
+                cnt += 1
+                self._cnt = cnt
+                if pstatus & TP_STATUS_VLAN_VALID or not ts:
+                    data = mm[start:start + snaplen]
+                    if pstatus & TP_STATUS_VLAN_VALID and n >= 12:
+                        tag_tpid = tpid if pstatus & TP_STATUS_VLAN_TPID_VALID and tpid else 0x8100
+                        data = data[:12] + struct.pack("!HH", tag_tpid, tci & 0xFFFF) + data[12:]
+                        wire += 4
+                        n += 4
+                    whole(RawPacket(ts, LINKTYPE_ETHERNET, data, cnt, iface, wire if wire >= n else n))
+                else:
+                    if wire < n:
+                        wire = n
+                    if not frame(mm, start, n, wire, ts, cnt, iface):
+                        decoded(RawPacket(ts, LINKTYPE_ETHERNET, mm[start:start + n], cnt, iface, wire))
+            if not nxt:
+                break
+            off += nxt
+        # Hand the block back to the kernel (nothing holds a view of it), then move on.
+        mm[base + _BLOCK_STATUS:base + _BLOCK_STATUS + 4] = b"\0\0\0\0"
+        ring.next_block = (ring.next_block + 1) % ring.blocks
+        return num
 
     def kernel_stats(self) -> dict[str, tuple[int, int]]:
         """Running (packets, drops) per interface since the capture started (also set as gauges)."""
