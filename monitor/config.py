@@ -173,6 +173,8 @@ class StreamConfig:
     gap_wait: float = duration("2s", "How long a hole may wait for its segment before it is skipped")
     gap_wait_bytes: int = size("1 MiB", "How many bytes may queue behind a hole before it is skipped")
     urgent_policy: str = choice("oob", ("oob", "inline"), "TCP urgent data: out-of-band (removed) or inline")
+    chunk_size: int = size("64 KiB", "In-order bytes of one flow direction collected and handed to the protocol parser and the stream scan at once (0 = every segment on its own); a chunk also goes on when the other direction sends, at the flow's next out-of-order or control packet, every second of traffic time and after every live ring block")
+    chunk_memcap: int = size("32 MiB", "Memory for collected chunks of all flows; when full, every chunk goes on at once")
 
 
 @dataclass(frozen=True)

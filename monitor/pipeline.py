@@ -52,6 +52,27 @@ log = logging.getLogger("leakmon.pipeline")
 ANOMALY_EVENTS_PER_SECOND = 50
 MAX_TX_PER_FLOW = 64
 _EVE_FLOW_STATES = frozenset({"new", "established", "closed"})
+# Protocols whose in-order bytes are collected into stream chunks (``stream.chunk_size``). Not
+# before the protocol is known (detection sees the first bytes as they come), and not FTP
+# control: its replies announce data connections, which must be expected before their SYN.
+CHUNKED_PROTOCOLS = frozenset({"http", "smtp", "tls", "ftp-data", "failed"})
+
+
+class StreamChunk:
+    """In-order payloads of one flow direction waiting to go on as one buffer.
+
+    Remembers the packet that brought the last payload (time, capture number, arrival), so
+    that what the chunk produces carries that packet's numbers, as it would have at once.
+    """
+
+    __slots__ = ("parts", "size", "ts", "pcap_cnt", "ingress")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.ts = 0.0
+        self.pcap_cnt = 0
+        self.ingress = 0.0
 
 
 class FlowContext:
@@ -166,6 +187,11 @@ class Pipeline:
             self._recorder_factory = lambda: FlowRecorder(ev_cfg)
         self._next_timer = 0.0
         self._closed = False
+        # Stream chunks: flows holding one (id -> flow), and the bytes they hold together.
+        self._chunk_size = cfg.stream.chunk_size
+        self._chunk_memcap = cfg.stream.chunk_memcap
+        self._chunked: dict[int, Flow] = {}
+        self._chunk_held = 0
         # Per-interface [packets, bytes, last packet ts], folded into stats by the timers.
         self._iface_counts: dict[str, list[Any]] = {}
         self._iface_flushed: dict[str, tuple[int, int]] = {}
@@ -302,6 +328,8 @@ class Pipeline:
         flow, direction, created = flows.lookup(pkt)
         if created:
             self._flow_started(flow, raw)
+        elif self._chunked and id(flow) in self._chunked:
+            self._flush_flow_chunks(flow)  # what it collected goes first: this packet may end or skip
         rec = flow.recorder
         if rec is not None:
             rec.add(raw)
@@ -381,6 +409,13 @@ class Pipeline:
 
     def on_data(self, flow: Flow, direction: int, data: bytes, ts: float) -> None:
         self.flows.charge_app_state(flow)  # memcap: the flow's app-layer state exists from here on
+        if self._chunk_size and flow.app_proto in CHUNKED_PROTOCOLS:
+            self._collect(flow, direction, data, ts)
+            return
+        self._hand_on(flow, direction, data, ts)
+
+    def _hand_on(self, flow: Flow, direction: int, data: bytes, ts: float) -> None:
+        """In-order bytes to the flow's parser, then to the raw-stream scan."""
         parser = flow.parser
         if parser is not None:
             try:
@@ -389,8 +424,74 @@ class Pipeline:
                 self._parser_failed(flow, exc)
         self.detection.stream_data(flow, direction, data, ts, self.pcap_cnt)
 
+    # ------------------------------------------------------------------ stream chunks
+
+    # A parser call and a stream scan cost about as much per segment as per 64 KiB, and the
+    # flows of a busy link interleave packet by packet: collecting each direction's in-order
+    # bytes and handing them on together removes most of the per-segment cost. The order within a
+    # flow stays (the other direction's chunk, and anything the reassembler reports, goes
+    # first); across flows, a chunk goes on at the latest after a second of traffic time.
+
+    def _collect(self, flow: Flow, direction: int, data: bytes, ts: float) -> None:
+        streams = flow.streams
+        if streams[direction ^ 1].chunk is not None:
+            self._flush_chunk(flow, direction ^ 1)  # a request before its response, and so on
+        s = streams[direction]
+        chunk = s.chunk
+        if chunk is None:
+            chunk = s.chunk = StreamChunk()
+            self._chunked[id(flow)] = flow
+        chunk.parts.append(data)
+        n = len(data)
+        chunk.size += n
+        chunk.ts = ts
+        chunk.pcap_cnt = self.pcap_cnt
+        chunk.ingress = self.ingress
+        self._chunk_held += n
+        if chunk.size >= self._chunk_size:
+            self._flush_chunk(flow, direction)
+        elif self._chunk_held > self._chunk_memcap:
+            self.stats.incr("memcap.hit", cap="stream.chunks")
+            self.flush_chunks()
+
+    def _flush_chunk(self, flow: Flow, direction: int) -> None:
+        """Hand one collected chunk on, as of the packet that completed it."""
+        streams = flow.streams
+        chunk = streams[direction].chunk
+        streams[direction].chunk = None
+        if streams[direction ^ 1].chunk is None:
+            self._chunked.pop(id(flow), None)
+        self._chunk_held -= chunk.size
+        parts = chunk.parts
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        # Events and alerts name the chunk's last packet (its number, time and arrival), and the
+        # parser sees the clock of that packet, not of the packet that made the chunk go on.
+        cnt, ingress, now = self.pcap_cnt, self.ingress, self.now
+        self.pcap_cnt, self.ingress, self.now = chunk.pcap_cnt, chunk.ingress, chunk.ts
+        try:
+            self._hand_on(flow, direction, data, chunk.ts)
+        finally:
+            self.pcap_cnt, self.ingress, self.now = cnt, ingress, max(now, self.now)
+
+    def _flush_flow_chunks(self, flow: Flow) -> None:
+        streams = flow.streams
+        if streams is None:
+            self._chunked.pop(id(flow), None)
+            return
+        for direction in (TO_SERVER, TO_CLIENT):
+            if streams[direction].chunk is not None:
+                self._flush_chunk(flow, direction)
+
+    def flush_chunks(self) -> None:
+        """Every collected chunk goes on (timers, end of a live ring block, shutdown)."""
+        if self._chunked:
+            for flow in list(self._chunked.values()):
+                self._flush_flow_chunks(flow)
+
     def on_gap(self, flow: Flow, direction: int, length: int, ts: float) -> None:
         # The reassembler counts flow.gaps; gap bytes are read with gap_bytes(flow) at flow end.
+        if flow.streams[direction].chunk is not None:
+            self._flush_chunk(flow, direction)
         parser = flow.parser
         if parser is not None:
             try:
@@ -400,15 +501,21 @@ class Pipeline:
         self.detection.stream_gap(flow, direction, length)
 
     def on_overlap(self, flow: Flow, direction: int, offset: int, kept: bytes, other: bytes, ts: float) -> None:
+        if flow.streams[direction].chunk is not None:
+            self._flush_chunk(flow, direction)
         self.anomaly("stream", "stream.overlap_different_data", f"offset={offset} length={len(other)}",
                      flow=flow, direction=direction)
         # A DLP sensor must not be blinded by an ambiguity: the other version is matched too.
         self.detection.stream_alt(flow, direction, other, ts)
 
     def on_anomaly(self, flow: Flow, direction: int, kind: str, detail: str = "") -> None:
+        if flow.streams is not None and flow.streams[direction].chunk is not None:
+            self._flush_chunk(flow, direction)
         self.anomaly("stream", kind, detail, flow=flow, direction=direction)
 
     def on_depth(self, flow: Flow, direction: int) -> None:
+        if flow.streams[direction].chunk is not None:
+            self._flush_chunk(flow, direction)
         self.anomaly("stream", "stream.depth_reached", f"depth={self.cfg.stream.depth}", flow=flow,
                      direction=direction)
 
@@ -501,6 +608,7 @@ class Pipeline:
 
     def _timers(self, now: float) -> None:
         self._next_timer = now + 1.0
+        self.flush_chunks()
         self.flush_counters()
         for flow in self.flows.expire(now):
             self._end_flow(flow, "timeout")
@@ -522,7 +630,9 @@ class Pipeline:
     def _end_flow(self, flow: Flow, reason: str) -> None:
         ts = max(self.now, flow.last_ts)
         if flow.proto == PROTO_TCP:
-            self.reassembler.close(flow, ts)
+            self.reassembler.close(flow, ts)  # may deliver what waited: it joins the chunk, in order
+            if self._chunked and id(flow) in self._chunked:
+                self._flush_flow_chunks(flow)
         parser = flow.parser
         if parser is not None:
             try:
@@ -573,6 +683,7 @@ class Pipeline:
         if self._closed:
             return
         self._closed = True
+        self.flush_chunks()
         for flow in self.flows.flush():
             self._end_flow(flow, reason)
         self._drain_ended(reason)

@@ -213,6 +213,7 @@ def live(args: argparse.Namespace) -> int:
             # The ring's frames go to process_frame in place; RawPackets only where it declines,
             # and for the frames walk() keeps off the fast path (a zero timestamp: ours instead).
             for _ in cap.walk(pipeline.process_frame, pipeline.process_decoded, partial(_process_stamped, pipeline)):
+                pipeline.flush_chunks()  # a block is done: nothing waits for the next one (latency)
                 now = time.time()
                 if now >= next_tick:
                     next_tick = now + 0.5

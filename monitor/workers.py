@@ -346,6 +346,7 @@ def _live_worker(cfg: Config, ifaces: list[str], index: int, group: int, q: Any,
             # The ring's frames go to process_frame in place; RawPackets only where it declines
             # (or for the frames walk() keeps off the fast path: stripped VLAN tag, no timestamp).
             for _ in cap.walk(pipeline.process_frame, pipeline.process_decoded, pipeline.process):
+                pipeline.flush_chunks()  # a block is done: nothing waits for the next one (latency)
                 now = time.time()
                 if now >= next_tick:
                     next_tick = now + 0.5

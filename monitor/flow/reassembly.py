@@ -86,7 +86,7 @@ class Stream:
     """One direction of a TCP connection."""
 
     __slots__ = ("base", "next", "nseq", "high", "pend", "pend_bytes", "recent", "recent_bytes", "acked", "ack_seq", "stall_since", "fin", "delivered", "depth_hit", "gaps", "gap_bytes", "oob",
-                 "closed")
+                 "closed", "chunk")
 
     def __init__(self) -> None:
         self.base: int | None = None  # sequence number of offset 0
@@ -113,6 +113,8 @@ class Stream:
         self.gap_bytes = 0
         self.oob: list[int] = _NONE  # offsets of urgent bytes to take out of the stream
         self.closed = False
+        # In-order bytes delivered but not yet handed on (the pipeline's stream chunk, or None).
+        self.chunk: Any = None
 
     def unwrap(self, seq: int) -> int:
         """The offset of 32-bit ``seq`` nearest the highest offset seen."""

@@ -11,6 +11,7 @@ different data, holes, urgent data, FIN/RST, self-connections, port reuse).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from pathlib import Path
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from alerts.eve import dumps
 from monitor.capture.pcapfile import read_capture
-from monitor.config import Config
+from monitor.config import Config, StreamConfig
 from monitor.events import Event
 from monitor.flow.table import FlowIds
 from monitor.model import LINKTYPE_ETHERNET, RawPacket
@@ -46,9 +47,15 @@ class RecordingPipeline(Pipeline):
         super().on_data(flow, direction, data, ts)
 
 
+# Without stream chunks: the full path hands every packet's bytes on at once (it makes any
+# collected chunk go on first), the fused path collects them; chunks have their own test
+# (test_pipeline_chunks.py). Here the two paths must agree segment by segment.
+UNCHUNKED = dataclasses.replace(Config(), stream=dataclasses.replace(StreamConfig(), chunk_size=0))
+
+
 def _run(frames: list[RawPacket], fast: bool) -> tuple[list, list, dict]:
     stats = Stats()
-    pipeline = RecordingPipeline(Config(), stats=stats, eve_path="", replay=True, evidence=False)
+    pipeline = RecordingPipeline(UNCHUNKED, stats=stats, eve_path="", replay=True, evidence=False)
     pipeline.flows._ids = FlowIds(salt=12345)  # the same flow ids in both runs
     if not fast:
         pipeline.flows.fast_tcp = None
