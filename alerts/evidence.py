@@ -17,7 +17,9 @@ loud warning, a gauge, a counter per incident not stored and an audit record. A 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -26,7 +28,7 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -456,12 +458,24 @@ class EvidenceStore:
                     self.stats.incr("evidence.callback_error")
                     log.exception("evidence callback failed")
 
+    @contextlib.contextmanager
+    def _across_processes(self) -> Iterator[None]:
+        """Held while an incident's directory is written: the workers of one sensor (``--workers``)
+        store evidence of the same incident, and its manifest and custody file are read-modify-write."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _write_incident(self, incident_id: str,
                         jobs: list[FlowEvidence]) -> list[tuple[FlowEvidence, list[dict[str, Any]]]]:
         assert self.key is not None
         d = self.incident_dir(incident_id)
         results: list[tuple[FlowEvidence, list[dict[str, Any]]]] = []
-        with self._lock:
+        with self._lock, self._across_processes():
             created = not os.path.isdir(d)
             os.makedirs(d, mode=0o700, exist_ok=True)
             if created:

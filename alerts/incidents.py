@@ -16,11 +16,20 @@ event: the pipeline drops the content right after); when a flow with an incident
 ``flow`` event), its packets from the SYN (the flow's :class:`~alerts.evidence.FlowRecorder`)
 and its EVE records follow. Once evidence is on disk, the ids and SHA-256 of every item go into
 the first-report draft (while the incident is still open) and the detail report (詳細報告).
+
+With ``--workers`` each worker process runs its own manager over the one database, and one
+(host, destination) may have flows in several workers. The alert's transaction (``BEGIN
+IMMEDIATE``: the workers take turns) therefore looks in the database for the incident when the
+process's own cache has none, so the outcome is that of one process: one incident, one first
+report, rendered by the worker that opened it (``report_claims``; a restart renders a missing
+one only if that worker is gone). Report files are written under a file lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import functools
 import hashlib
 import json
@@ -31,7 +40,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +126,12 @@ CREATE TABLE IF NOT EXISTS flows (
   start_ts REAL, end_ts REAL, end_reason TEXT,
   PRIMARY KEY (incident_id, flow_id)
 );
+-- Which process renders an incident's first report: the one that opened it, or the restart
+-- that took over from a dead one (``--workers``: several processes share the database).
+CREATE TABLE IF NOT EXISTS report_claims (
+  incident_id TEXT PRIMARY KEY,
+  session TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS evidence (
   incident_id TEXT NOT NULL REFERENCES incidents(id),
   name TEXT NOT NULL,
@@ -168,6 +183,8 @@ class IncidentDB:
         if "eve_key" not in cols:
             self.conn.execute("ALTER TABLE alerts ADD COLUMN eve_key TEXT")
         self.conn.execute("CREATE INDEX IF NOT EXISTS alerts_eve_key ON alerts(eve_key)")
+        # the newest incident of a (host, dest), looked up by every alert the cache cannot place
+        self.conn.execute("CREATE INDEX IF NOT EXISTS incidents_latest ON incidents(host, dest, num)")
 
     def tx(self) -> _Tx:
         return _Tx(self)
@@ -184,35 +201,47 @@ class IncidentDB:
 
     def add_alert(self, *, candidate: str | None, host: str, dest: str, ts: float, now: float, sensor: str,
                   sid: int | None, signature: str, category: str, severity: int | None, flow_id: int | None,
-                  record: dict[str, Any], eve_key: str | None = None) -> tuple[str, bool]:
-        """Join ``candidate`` (if still not closed) or open a new incident; insert the alert.
+                  record: dict[str, Any], eve_key: str | None = None, window: float | None = None,
+                  session: str = "") -> tuple[str, bool, float]:
+        """Join ``candidate`` (if still not closed), else the newest incident of (host, dest) if it
+        is not closed and ``window`` covers ``ts``, else open one; insert the alert.
 
-        One transaction: the alert and its incident are committed together or not at all.
+        Returns (incident, whether this call opened it, the incident's last traffic time).
+        One ``BEGIN IMMEDIATE`` transaction: the alert and its incident are committed together or
+        not at all, and the processes sharing the database (``--workers``) take their turns here,
+        so an incident another worker opened a moment ago is found, never opened twice.
         """
         rec_json = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
         with self.tx() as c:
-            opened = False
-            inc = None
-            if candidate is not None:
-                cur = c.execute(
-                    "UPDATE incidents SET last_ts=MAX(last_ts, ?), first_ts=MIN(first_ts, ?), alert_count=alert_count+1,"
-                    " max_severity=CASE WHEN max_severity IS NULL OR (? IS NOT NULL AND ? < max_severity) THEN ?"
-                    " ELSE max_severity END, updated_at=? WHERE id=? AND status != 'closed'",
-                    (ts, ts, severity, severity, severity, now, candidate))
-                if cur.rowcount == 1:
-                    inc = candidate
+            inc = candidate if candidate is not None and _join(c, candidate, ts, severity, now) else None
+            if inc is None and window is not None:
+                inc = _newest_joinable(c, host, dest, ts, window)
+                if inc is not None:
+                    _join(c, inc, ts, severity, now)  # cannot miss: checked in this transaction
+            opened = inc is None
             if inc is None:
-                num = c.execute("SELECT COALESCE(MAX(num), 0) + 1 FROM incidents").fetchone()[0]
-                day = _dt.datetime.fromtimestamp(now).strftime("%Y%m%d")
-                inc = f"INC-{day}-{num:05d}"
-                c.execute("INSERT INTO incidents (id, num, status, host, dest, sensor, opened_at, first_ts, last_ts,"
-                          " alert_count, max_severity, updated_at) VALUES (?,?,?,?,?,?,?,?,?,1,?,?)",
-                          (inc, num, "open", host, dest, sensor, now, ts, ts, severity, now))
-                opened = True
+                inc = _open_incident(c, host, dest, ts, now, sensor, severity)
+                # the opener renders the first report; a restart takes over only if it died
+                c.execute("INSERT OR REPLACE INTO report_claims (incident_id, session) VALUES (?,?)", (inc, session))
             c.execute("INSERT INTO alerts (incident_id, ts, sid, signature, category, severity, flow_id, record, eve_key)"
                       " VALUES (?,?,?,?,?,?,?,?,?)",
                       (inc, ts, sid, signature, category, severity, flow_id, rec_json, eve_key))
-        return inc, opened
+            last = float(c.execute("SELECT last_ts FROM incidents WHERE id=?", (inc,)).fetchone()[0])
+        return inc, opened, last
+
+    def claim_report(self, inc: str, session: str, alive: Callable[[str], bool]) -> bool:
+        """Take over rendering ``inc``'s first report, missing because its renderer died (a crash
+        cut the job off). False while the report exists or a live process is due to render it
+        (another worker that opened it a moment ago), and for every caller but the first."""
+        with self.tx() as c:
+            row = c.execute("SELECT i.first_report IS NULL AS missing, r.session FROM incidents i"
+                            " LEFT JOIN report_claims r ON r.incident_id = i.id WHERE i.id=?", (inc,)).fetchone()
+            if row is None or not row["missing"]:
+                return False
+            if row["session"] is not None and alive(row["session"]):
+                return False
+            c.execute("INSERT OR REPLACE INTO report_claims (incident_id, session) VALUES (?,?)", (inc, session))
+        return True
 
     def has_alert(self, eve_key: str) -> bool:
         with self.lock:
@@ -360,6 +389,88 @@ class _Tx:
             self.db.lock.release()
 
 
+def _join(c: sqlite3.Connection, inc: str, ts: float, severity: int | None, now: float) -> bool:
+    """Count an alert into ``inc`` unless it was closed (closed incidents are never joined again)."""
+    cur = c.execute(
+        "UPDATE incidents SET last_ts=MAX(last_ts, ?), first_ts=MIN(first_ts, ?), alert_count=alert_count+1,"
+        " max_severity=CASE WHEN max_severity IS NULL OR (? IS NOT NULL AND ? < max_severity) THEN ?"
+        " ELSE max_severity END, updated_at=? WHERE id=? AND status != 'closed'",
+        (ts, ts, severity, severity, severity, now, inc))
+    return cur.rowcount == 1
+
+
+def _newest_joinable(c: sqlite3.Connection, host: str, dest: str, ts: float, window: float) -> str | None:
+    """The incident a process's cache of (host, dest) -> newest incident would offer, read from the
+    database: what another process sharing it (a ``--workers`` sibling) opened or extended."""
+    row = c.execute("SELECT id, status, last_ts FROM incidents WHERE host=? AND dest=? ORDER BY num DESC LIMIT 1",
+                    (host, dest)).fetchone()
+    if row is None or row["status"] == "closed" or abs(ts - row["last_ts"]) > window:
+        return None
+    return str(row["id"])
+
+
+def _open_incident(c: sqlite3.Connection, host: str, dest: str, ts: float, now: float, sensor: str,
+                   severity: int | None) -> str:
+    num = c.execute("SELECT COALESCE(MAX(num), 0) + 1 FROM incidents").fetchone()[0]
+    day = _dt.datetime.fromtimestamp(now).strftime("%Y%m%d")
+    inc = f"INC-{day}-{num:05d}"
+    c.execute("INSERT INTO incidents (id, num, status, host, dest, sensor, opened_at, first_ts, last_ts,"
+              " alert_count, max_severity, updated_at) VALUES (?,?,?,?,?,?,?,?,?,1,?,?)",
+              (inc, num, "open", host, dest, sensor, now, ts, ts, severity, now))
+    return inc
+
+
+# ---------------------------------------------------------------- which process renders a first report
+
+
+@functools.cache
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (clock ticks since boot), "" when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()  # the command name may hold spaces
+    except (OSError, IndexError):
+        return ""
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return ""
+    return fields[19].decode()
+
+
+def process_session() -> str:
+    """This process as a first-report claim names it: boot, pid and start time (a pid alone is
+    reused). Computed per call: workers are forked after this module is imported."""
+    pid = os.getpid()
+    return f"{_boot_id()}:{pid}:{_start_time(pid)}"
+
+
+def session_alive(session: str) -> bool:
+    """Whether the process named by :func:`process_session` still runs."""
+    try:
+        boot, pid_text, start = session.split(":")
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if boot != _boot_id():
+        return False  # a reboot ended it
+    if start:
+        return _start_time(pid) == start
+    try:  # no /proc: the pid alone
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # ---------------------------------------------------------------- evidence view for reports
 
 
@@ -495,8 +606,12 @@ class IncidentManager:
             self._open[(r["host"], r["dest"])] = (r["id"], r["last_ts"])
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._closed = False
-        # First-report storage and evidence refreshes of the same incident never interleave.
+        # First-report storage and evidence refreshes never interleave: not between this
+        # process's threads (the lock), nor with the other processes sharing the database
+        # (``--workers``: an incident's alerts and evidence come from several), by a file lock.
         self._report_lock = threading.Lock()
+        self._reports_fd = os.open(f"{self.db_path}.reports.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.session = process_session()
         # Incidents whose stored evidence changed since their reports were last written.
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
@@ -512,6 +627,15 @@ class IncidentManager:
             eve_path = cfg.resolve(cfg.outputs.eve.path) if cfg.outputs.eve.path != "-" else ""
         self.eve_path = os.path.abspath(eve_path) if eve_path and eve_path != "-" else None
         self._recover()
+
+    @contextlib.contextmanager
+    def _reports_locked(self) -> Iterator[None]:
+        with self._report_lock:
+            fcntl.flock(self._reports_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._reports_fd, fcntl.LOCK_UN)
 
     def _run(self) -> None:
         while True:
@@ -552,7 +676,9 @@ class IncidentManager:
 
     def _recover(self) -> None:
         for inc in self.db.without_first_report():
-            self._later(functools.partial(self._first_report_from_db, inc))
+            # not one whose opener still runs (another worker): it renders the report itself
+            if self.db.claim_report(inc, self.session, session_alive):
+                self._later(functools.partial(self._first_report_from_db, inc))
         if self.eve_path is None:
             return
         try:
@@ -588,17 +714,8 @@ class IncidentManager:
         alert = rec.get("alert") or {}
         host, dest = _record_parties(rec)
         ts = _parse_eve_ts(str(rec.get("timestamp", ""))) or self.clock()
-        key = (host.ip, dest.ip)
-        cand = self._open.get(key)
-        candidate = cand[0] if cand is not None and abs(ts - cand[1]) <= self.window else None
         now = self.clock()
-        sev = alert.get("severity")
-        inc, opened = self.db.add_alert(
-            candidate=candidate, host=host.ip, dest=dest.ip, ts=ts, now=now, sensor=self.sensor,
-            sid=alert.get("signature_id"), signature=str(alert.get("signature", "")),
-            category=str(alert.get("category", "")), severity=sev if isinstance(sev, int) else None,
-            flow_id=rec.get("flow_id"), record=rec, eve_key=alert_key(rec))
-        self._open[key] = (inc, max(ts, cand[1]) if cand is not None and cand[0] == inc else ts)
+        inc, opened = self._store(host.ip, dest.ip, ts, now, alert, rec.get("flow_id"), rec)
         rec["_incident_id"] = inc
         self.stats.incr("incidents.alerts")
         if self.audit is not None:
@@ -671,18 +788,9 @@ class IncidentManager:
         rec = eve_record(ev, self.sensor)
         alert = ev.body.get("alert") or {}
         host, dest, outbound = self._parties(ev)
-        key = (host.ip, dest.ip)
-        cand = self._open.get(key)
-        candidate = cand[0] if cand is not None and abs(ev.ts - cand[1]) <= self.window else None
         now = self.clock()
-        sev = alert.get("severity")
-        inc, opened = self.db.add_alert(
-            candidate=candidate, host=host.ip, dest=dest.ip, ts=ev.ts, now=now, sensor=self.sensor,
-            sid=alert.get("signature_id"), signature=str(alert.get("signature", "")),
-            category=str(alert.get("category", "")), severity=sev if isinstance(sev, int) else None,
-            flow_id=ev.flow.flow_id if ev.flow is not None else None, record=rec, eve_key=alert_key(rec))
-        last = max(ev.ts, cand[1]) if cand is not None and cand[0] == inc else ev.ts
-        self._open[key] = (inc, last)
+        inc, opened = self._store(host.ip, dest.ip, ev.ts, now, alert,
+                                  ev.flow.flow_id if ev.flow is not None else None, rec)
         ev.extra["incident_id"] = inc
         self.stats.incr("incidents.alerts")
         if ev.flow is not None:
@@ -698,6 +806,25 @@ class IncidentManager:
                 start = flow.start_ts or ev.ts
             ts = ev.ts
             self._later(lambda: self._first_report(inc, rec, host, dest, volume, (start, ts), now))
+
+    def _store(self, host: str, dest: str, ts: float, now: float, alert: dict[str, Any], flow_id: int | None,
+               rec: dict[str, Any]) -> tuple[str, bool]:
+        """Commit one alert into its incident: (incident id, whether this process opened it).
+
+        The cache offers the incident this process last used for (host, dest); without one in
+        the window, the database has the last word (another worker may have opened it).
+        """
+        key = (host, dest)
+        cand = self._open.get(key)
+        candidate = cand[0] if cand is not None and abs(ts - cand[1]) <= self.window else None
+        sev = alert.get("severity")
+        inc, opened, last = self.db.add_alert(
+            candidate=candidate, host=host, dest=dest, ts=ts, now=now, sensor=self.sensor,
+            sid=alert.get("signature_id"), signature=str(alert.get("signature", "")),
+            category=str(alert.get("category", "")), severity=sev if isinstance(sev, int) else None,
+            flow_id=flow_id, record=rec, eve_key=alert_key(rec), window=self.window, session=self.session)
+        self._open[key] = (inc, last)
+        return inc, opened
 
     def _track(self, flow: Flow, inc: str, ev: Event) -> None:
         p = self._pending.get(flow.flow_id)
@@ -741,7 +868,7 @@ class IncidentManager:
     def _first_report(self, inc: str, rec: dict[str, Any], host: HostInfo, dest: HostInfo, volume: dict[str, int],
                       traffic: tuple[float, float], now: float, recovered: bool = False) -> None:
         lab = self.renderer.labels
-        with self._report_lock:
+        with self._reports_locked():
             known = [r for r in self.db.alerts(inc) if alert_key(r) != alert_key(rec)]
             report = first_report(
                 incident={"id": inc, "status": "open"}, alert=rec, host=host, dest=dest, volume=volume,
@@ -820,7 +947,7 @@ class IncidentManager:
 
     def refresh_reports(self, inc: str) -> None:
         """Put the stored evidence (ids, SHA-256) into the first-report draft and rewrite the detail report."""
-        with self._report_lock:
+        with self._reports_locked():
             incident = self.db.get(inc)
             # the draft follows the evidence until someone acknowledged it (then it was sent as it was)
             first = incident.get("first_report") if incident and incident["status"] == "open" else None
@@ -853,6 +980,7 @@ class IncidentManager:
             self._worker = None
         self._closed = True
         self.db.close()
+        os.close(self._reports_fd)
 
 
 def build_detail(db: IncidentDB, inc: str, store: EvidenceStore | None, renderer: Renderer,

@@ -132,6 +132,16 @@ def _worker_sensor(cfg: Config, q: Any, replay: bool, eve_mode: str = EVE_LINES,
     return sensor
 
 
+def _own_file_ids(index: int, n: int) -> None:
+    """File ids unique across the workers (worker i: i+1, i+1+n, ...), not restarted by every fork:
+    one incident may hold files of flows in several workers, and its evidence names them by id."""
+    import itertools
+
+    from monitor import files
+
+    files._file_ids = itertools.count(index + 1, n)
+
+
 def _preload_worker_modules() -> None:
     for name in _WORKER_MODULES:
         with contextlib.suppress(ImportError):
@@ -187,6 +197,7 @@ def _replay_worker(cfg: Config, files: list[str], index: int, n: int, q: Any, ev
     from monitor.runner import sensor_gc
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _own_file_ids(index, n)
     sensor = _worker_sensor(cfg, q, replay=True, eve_mode=eve_mode)
     try:
         # The collector settings of the one-process replay: with CPython's defaults the
@@ -330,13 +341,14 @@ def _parent_exporter(cfg: Config, merged: Stats) -> Any:
 
 
 def _live_worker(cfg: Config, ifaces: list[str], index: int, group: int, q: Any, eve_mode: str = EVE_LINES,
-                 alert_metrics: bool = False) -> None:
+                 alert_metrics: bool = False, n: int = 1) -> None:
     from monitor.capture.afpacket import LiveCapture
     from monitor.runner import sensor_gc
 
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__("flag", True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _own_file_ids(index, n)
     sensor = _worker_sensor(cfg, q, replay=False, eve_mode=eve_mode, alert_metrics=alert_metrics)
     pipeline = sensor.pipeline
     cap = LiveCapture(ifaces, cfg.capture, sensor.stats, fanout=group)
@@ -381,8 +393,8 @@ def live_sharded(cfg: Config, args: argparse.Namespace) -> int:
         with open(args.pidfile, "w") as fh:
             fh.write(str(os.getpid()))
     parent_stats = _open_audit_log(cfg)
-    procs = [ctx.Process(target=_live_worker, args=(cfg, list(args.interfaces), i, group, q, eve_mode, alert_metrics),
-                         daemon=True)
+    procs = [ctx.Process(target=_live_worker, args=(cfg, list(args.interfaces), i, group, q, eve_mode, alert_metrics,
+                                                    n), daemon=True)
              for i in range(n)]
     _start_workers(procs)
     merged = Stats()
