@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pcaps.lab import Lab, available  # noqa: E402
+from tests import livelab  # noqa: E402
 
 BENCH_CONFIG = ROOT / "bench" / "bench.yaml"
 DEFAULT_CAPTURE = ROOT / "bench" / "data" / "m200.pcap"
@@ -62,28 +63,16 @@ INTERNAL_LOSS = ("stream.gap", "stream.gap_forced", "stream.memcap", "memcap.hit
 
 
 # ----------------------------------------------------------------------------- shared helpers
-# (bench/latency.py uses these too)
+# (bench/latency.py and bench/memory.py use these too; the lab sensor itself is tests/livelab.py)
 
 def write_config(tmp: Path, *, ring_mib: int | None = None, block_kib: int = 256,
                  extra: dict[str, Any] | None = None) -> Path:
     """bench/bench.yaml with every path made absolute and pointed into ``tmp``."""
     doc = yaml.safe_load(BENCH_CONFIG.read_text())
     doc["signatures"] = [str((BENCH_CONFIG.parent / p).resolve()) for p in doc.get("signatures", [])]
-    doc.setdefault("outputs", {}).setdefault("eve", {})["path"] = str(tmp / "eve.json")
-    doc.setdefault("incidents", {})["db"] = str(tmp / "incidents.db")
-    doc.setdefault("audit", {})["path"] = str(tmp / "audit.jsonl")
-    doc.setdefault("coverage", {})["path"] = str(tmp / "coverage.jsonl")
-    if ring_mib:
-        doc.setdefault("capture", {}).update({"ring_block_size": f"{block_kib} KiB",
-                                              "ring_blocks": max(2, ring_mib * 1024 // block_kib)})
-    for section, values in (extra or {}).items():
-        if isinstance(values, dict):
-            doc.setdefault(section, {}).update(values)
-        else:
-            doc[section] = values
-    path = tmp / "leakmon.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
-    return path
+    ring = {"capture": {"ring_block_size": f"{block_kib} KiB",
+                        "ring_blocks": max(2, ring_mib * 1024 // block_kib)}} if ring_mib else None
+    return livelab.write_config(tmp, ring, extra, base=doc)
 
 
 def stat_total(snapshot: dict[str, Any], dotted: str) -> float:
@@ -115,16 +104,9 @@ def final_stats(eve: Path) -> dict[str, Any]:
     return last
 
 
-def ifindex(ns: str, iface: str) -> int:
-    out = subprocess.run(["ip", "-n", ns, "-j", "link", "show", iface], capture_output=True, text=True, check=True)
-    return int(json.loads(out.stdout)[0]["ifindex"])
-
-
 def link_drops(ns: str, iface: str) -> int:
     """rx+tx dropped of one veth end (veth counts frames its peer's backlog refused)."""
-    out = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", iface], capture_output=True, text=True,
-                         check=True)
-    s = json.loads(out.stdout)[0]["stats64"]
+    s = livelab.link(ns, iface, stats=True)["stats64"]
     return int(s["rx"]["dropped"]) + int(s["tx"]["dropped"])
 
 
@@ -137,59 +119,20 @@ def backlog_drops() -> int:
     return total
 
 
-@dataclass
-class LiveSensor:
-    """``leakmon run`` in a namespace, started and stopped like an operator would."""
-
-    ns: str
-    iface: str
-    config: Path
-    eve: Path
-    workers: int = 1
-    metrics_addr: str = ""
-    log: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    startup_s: float = 0.0
+class LiveSensor(livelab.LiveSensor):
+    """The lab sensor with what a benchmark measures: CPU time, run-queue wait, time to drain."""
 
     def start(self, timeout: float = 120.0) -> LiveSensor:
-        argv = ["ip", "netns", "exec", self.ns, sys.executable, "-m", "monitor", "run", "-i", self.iface,
-                "-c", str(self.config), "--workers", str(self.workers), "--eve-log", str(self.eve)]
-        if self.metrics_addr:
-            argv += ["--metrics-addr", self.metrics_addr]
-        out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as proc
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
-        try:
-            self.wait_sockets(ifindex(self.ns, self.iface), timeout)
-        except BaseException:
-            self.kill()  # a half-started sensor (one worker dead) must not outlive the probe
-            raise
-        self.startup_s = time.monotonic() - t0
+        super().start(timeout)
         return self
 
-    def wait_sockets(self, index: int, timeout: float) -> None:
-        """Until every worker has a packet socket bound to the interface (so fanout covers all flows)."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-1500:] if self.log else ""
-                raise RuntimeError(f"leakmon exited with {self.proc.returncode} during start: {tail}")
-            if packet_sockets(self.proc.pid, index) >= self.workers:
-                time.sleep(0.3)  # the fanout join follows bind() by a few system calls
-                return
-            time.sleep(0.1)
-        raise TimeoutError("leakmon did not open its capture sockets")
-
     def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        return sum(_cpu_of(pid) for pid in _tree(self.proc.pid))
+        return sum(_cpu_of(pid) for pid in livelab.process_tree(self.pid))
 
     def runqueue_wait(self) -> float:
         """Seconds the sensor's threads were runnable but waiting for a CPU (scheduler contention)."""
-        assert self.proc is not None
         total = 0
-        for pid in _tree(self.proc.pid):
+        for pid in livelab.process_tree(self.pid):
             with contextlib.suppress(OSError):
                 for task in os.listdir(f"/proc/{pid}/task"):
                     with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
@@ -210,56 +153,18 @@ class LiveSensor:
                 break
         return time.monotonic() - t0
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        for pid in _tree(self.proc.pid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self, timeout: float = 120.0) -> int:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 120.0, term_workers: bool = True) -> int:
         """SIGINT; with workers also SIGTERM to each worker, as the parent is meant to do.
 
         monitor/workers.py:_collect only looks at its stop flag when the queue stays empty for
         0.5 s, which never happens while two live workers send stats every 0.5 s: without the
-        direct SIGTERM the sensor does not stop. A hung sensor is killed with all its processes.
+        direct SIGTERM the sensor does not stop. A hung sensor is killed with all its processes
+        and reported as -9.
         """
-        assert self.proc is not None
-        tree = _tree(self.proc.pid)
-        self.proc.send_signal(signal.SIGINT)
-        if self.workers > 1:
-            time.sleep(0.3)
-            for pid in tree[1:]:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+            return super().stop(sig, timeout, term_workers=term_workers and self.workers > 1)
+        except livelab.SensorHung:
             return -9
-
-
-def packet_sockets(pid: int, index: int) -> int:
-    """Packet sockets bound to ``index`` in the network namespace of ``pid``."""
-    try:
-        with open(f"/proc/{pid}/net/packet") as fh:
-            rows = fh.read().splitlines()[1:]
-    except OSError:
-        return 0
-    # sk RefCnt Type Proto Iface R Rmem User Inode
-    return sum(1 for r in rows if len(r.split()) > 4 and int(r.split()[4]) == index)
-
-
-def _tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as fh:
-                    todo.extend(int(c) for c in fh.read().split())
-    return out
 
 
 def _cpu_of(pid: int) -> float:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ import pytest
 from alerts.schema import validate_lines
 from pcaps import lab as lablib
 from tests.alerts.prometheus_support import ROOT, Prometheus, needs_prometheus, netns_fetch, rules_with
+from tests.livelab import LiveSensor, write_config
 
 
 def _missing() -> str:
@@ -59,18 +60,20 @@ print(urllib.request.urlopen(req, timeout=10).read().decode())
 
 
 def _config(tmp: Path) -> Path:
-    cfg = tmp / "leakmon.yaml"
-    cfg.write_text(
-        "sensor:\n  name: netns-sensor\n"
-        f"networks:\n  protected: [\"{lablib.CLIENT_IP}/32\"]\n"
-        f"signatures: [\"{ROOT / 'signatures' / 'markers.yaml'}\"]\n"
-        "outputs:\n  eve:\n    path: eve.json\n  stats_interval: 5s\n"
-        "evidence:\n  enabled: false\n"
-        "incidents:\n  db: incidents.db\n"
-        "audit:\n  path: audit.jsonl\n"
-        "coverage:\n  path: coverage.jsonl\n  stall_after: 4s\n  heartbeat: 5s\n",
-        encoding="utf-8")
-    return cfg
+    return write_config(tmp, {
+        "sensor": {"name": "netns-sensor"},
+        "signatures": [str(ROOT / "signatures" / "markers.yaml")],
+        "outputs": {"stats_interval": "5s"},
+        "coverage": {"stall_after": "4s", "heartbeat": "5s"},
+    })
+
+
+def _serves_metrics(fetch: Callable[[str], object]) -> bool:
+    try:
+        fetch(f"http://127.0.0.1:{METRICS_PORT}/metrics")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -80,30 +83,20 @@ def live_sensor(tmp: Path, rules: dict) -> Iterator[tuple[lablib.Lab, Prometheus
         lab.wait_port(8080)
         env = dict(os.environ, LEAKMON_AUDIT_KEY="11" * 32, LEAKMON_EVIDENCE_KEY="22" * 32,
                    PYTHONPATH=str(ROOT))
-        log = open(tmp / "leakmon.log", "wb")
-        sensor = lab.background("client", [sys.executable, "-m", "monitor", "run", "-i", lab.cif, "-c",
-                                           str(_config(tmp)), "--metrics-addr", f"127.0.0.1:{METRICS_PORT}",
-                                           "--bpf", "tcp"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        fetch = netns_fetch(lab.cns)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                fetch(f"http://127.0.0.1:{METRICS_PORT}/metrics")
-                break
-            except (OSError, subprocess.SubprocessError):
-                if sensor.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("leakmon run did not serve metrics:\n"
-                                         + (tmp / "leakmon.log").read_text(errors="replace")[-3000:]) from None
-                time.sleep(0.3)
-        prom = Prometheus(tmp, [f"127.0.0.1:{METRICS_PORT}"], rules, fetch=fetch).start(
-            prefix=["ip", "netns", "exec", lab.cns])
+        sensor = LiveSensor(lab.cns, lab.cif, _config(tmp), metrics_addr=f"127.0.0.1:{METRICS_PORT}",
+                            log=tmp / "leakmon.log", args=["--bpf", "tcp"], env=env).start()
         try:
-            prom.wait_ready()
-            yield lab, prom
+            fetch = netns_fetch(lab.cns)
+            sensor.wait_for(lambda: _serves_metrics(fetch), "metrics", timeout=30)
+            prom = Prometheus(tmp, [f"127.0.0.1:{METRICS_PORT}"], rules, fetch=fetch).start(
+                prefix=["ip", "netns", "exec", lab.cns])
+            try:
+                prom.wait_ready()
+                yield lab, prom
+            finally:
+                prom.stop()
         finally:
-            prom.stop()
-            sensor.send_signal(signal.SIGTERM)
-            sensor.wait(timeout=30)
+            sensor.stop(signal.SIGTERM)
 
 
 def upload(lab: lablib.Lab, text: str, n: int = 0) -> None:

@@ -15,28 +15,24 @@ open, which must be flushed (reason ``shutdown``) before the final stats record.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import dpkt
 import pytest
-import yaml
 
-from alerts.schema import validate_lines
 from pcaps.lab import Lab
 from tests.conftest import needs_root_netns
+from tests.livelab import LiveSensor, curl_upload, eve_records, serve_uploads, write_config
 
 pytestmark = [needs_root_netns(), pytest.mark.netns]
 
-ROOT = Path(__file__).resolve().parents[2]
 PORT = 8094
 UPLOAD_PORT = 40411  # curl --local-port: the upload's connection is known by its source port
 HELD_PORT = 40412  # the connection left open across SIGTERM
@@ -46,74 +42,27 @@ DOCUMENT = ("件名: 試験計画書（改訂版）\n本資料は保護すべき
 
 
 def _config(tmp: Path) -> Path:
-    doc = {
+    return write_config(tmp, {
         "sensor": {"name": "e2e-live-run"},
-        "networks": {"protected": ["10.77.0.1/32"]},  # the lab client; the server is outside
-        "signatures": [str(ROOT / "signatures")],
         # Small blocks retired after 20 ms: packets reach the sensor promptly on a busy CI host.
         "capture": {"ring_block_size": "256 KiB", "ring_blocks": 32, "ring_block_timeout": "20ms"},
         "outputs": {"eve": {"path": str(tmp / "eve-from-config.json")}},  # --eve-log overrides it
-        "evidence": {"enabled": False},
-        "metrics": {"addr": ""},
-        "incidents": {"db": str(tmp / "incidents.db")},
-        "audit": {"path": str(tmp / "audit.jsonl")},
-        "coverage": {"path": str(tmp / "coverage.jsonl")},
-    }
-    path = tmp / "leakmon.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    return path
+    })
 
 
-def _ifindex(ns: str, iface: str) -> int:
-    out = subprocess.run(["ip", "-n", ns, "-j", "link", "show", iface], capture_output=True, text=True, check=True)
-    return int(json.loads(out.stdout)[0]["ifindex"])
+@contextlib.contextmanager
+def _live(tmp: Path) -> Iterator[tuple[Lab, LiveSensor, Path]]:
+    """The lab with the upload server, tcpdump on the client veth and the sensor capturing there.
 
-
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def _wait_capturing(proc: subprocess.Popen[bytes], ns: str, iface: str, log: Path) -> None:
-    """Until the sensor itself has a packet socket bound to ``iface``.
-
-    /proc/<pid>/net/packet lists every packet socket of the namespace (tcpdump's too), so the
-    sensor's is recognised by its inode (column 9) among the process's descriptors.
+    Yields the lab, the running sensor (the test stops it) and the file with the upload's body.
     """
-    index = _ifindex(ns, iface)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"leakmon exited early ({proc.returncode}): {log.read_text()[-3000:]}"
-        with contextlib.suppress(OSError):
-            rows = [r.split() for r in Path(f"/proc/{proc.pid}/net/packet").read_text().splitlines()[1:]]
-            mine = _socket_inodes(proc.pid)
-            if any(len(r) > 8 and int(r[4]) == index and int(r[8]) in mine for r in rows):
-                time.sleep(0.3)  # the ring is mapped right after bind()
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"leakmon opened no capture socket within 60 s: {log.read_text()[-3000:]}")
-
-
-def _start_sensor(lab: Lab, config: Path, eve: Path, log_fh: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["ip", "netns", "exec", lab.cns, sys.executable, "-m", "monitor", "run",
-                             "-i", lab.cif, "-c", str(config), "--eve-log", str(eve)],
-                            cwd=ROOT, stdout=log_fh, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float = 30) -> int:
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"leakmon did not exit within {timeout} s of signal {sig}")
+    body = tmp / "plan.txt"
+    body.write_text(DOCUMENT, encoding="utf-8")
+    with Lab("live") as lab:
+        serve_uploads(lab, PORT)
+        with lab.capture(str(tmp / "veth.pcap"), side="client"):
+            sensor = LiveSensor(lab.cns, lab.cif, _config(tmp), tmp / "eve.json", log=tmp / "leakmon.log")
+            yield lab, sensor.start(), body
 
 
 def _counts_dpkt(pcap: Path, client_port: int, before: float = float("inf")) -> dict[str, int]:
@@ -160,12 +109,6 @@ def _oracle(pcap: Path, client_port: int, before: float = float("inf")) -> dict[
     return counts
 
 
-def _records(eve: Path) -> list[dict]:
-    text = eve.read_text(encoding="utf-8")
-    assert text.endswith("\n")
-    return validate_lines(text.splitlines())
-
-
 def _flow_of(records: list[dict], client_port: int) -> dict:
     flows = [r for r in records if r["event_type"] == "flow" and r["proto"] == "TCP" and r["src_port"] == client_port]
     assert len(flows) == 1, flows
@@ -183,34 +126,21 @@ def _assert_leak_alert(records: list[dict], flow: dict, lab: Lab) -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_live_run_reports_the_upload_with_tcpdump_byte_counts_and_exits_0_on_sigint(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    eve = tmp_path / "eve.json"
-    log = tmp_path / "leakmon.log"
-    pcap = tmp_path / "veth.pcap"
-    body = tmp_path / "plan.txt"
-    body.write_text(DOCUMENT, encoding="utf-8")
-    with Lab("live") as lab, open(log, "wb") as log_fh:
-        lab.server([sys.executable, str(ROOT / "pcaps" / "upload_server.py"), "0.0.0.0", str(PORT)])
-        lab.wait_port(PORT)
-        with lab.capture(str(pcap), side="client"):
-            proc = _start_sensor(lab, config, eve, log_fh)
-            try:
-                _wait_capturing(proc, lab.cns, lab.cif, log)
-                out = lab.client(["curl", "-s", "--http1.1", "--local-port", str(UPLOAD_PORT), "-o", "/dev/null",
-                                  "-w", "%{http_code}", "-H", "Content-Type: text/plain; charset=utf-8",
-                                  "--data-binary", f"@{body}", f"http://{lab.server_ip}:{PORT}/upload"])
-                assert out.stdout == b"201"
-                time.sleep(1.0)  # the closing FIN/ACKs reach the ring and its blocks retire
-            finally:
-                rc = _stop(proc, signal.SIGINT)
+    with _live(tmp_path) as (lab, sensor, body):
+        try:
+            out = lab.client(curl_upload(lab, body, PORT, UPLOAD_PORT))
+            assert out.stdout == b"201"
+            time.sleep(1.0)  # the closing FIN/ACKs reach the ring and its blocks retire
+        finally:
+            rc = sensor.stop(signal.SIGINT)
 
-    assert rc == 0, log.read_text()[-3000:]
+    assert rc == 0, sensor.tail()
     assert not (tmp_path / "eve-from-config.json").exists()  # --eve-log took over the configured path
-    records = _records(eve)
+    records = eve_records(tmp_path / "eve.json")
     flow = _flow_of(records, UPLOAD_PORT)
     assert (flow["src_ip"], flow["dest_ip"], flow["dest_port"]) == (lab.client_ip, lab.server_ip, PORT)
     assert flow["app_proto"] == "http"
-    expected = _oracle(pcap, UPLOAD_PORT)
+    expected = _oracle(tmp_path / "veth.pcap", UPLOAD_PORT)
     assert {k: flow["flow"][k] for k in expected} == expected
     assert flow["flow"]["bytes_toserver"] > len(DOCUMENT.encode("utf-8"))  # the whole upload was seen
     assert flow["flow"]["state"] == "closed" and flow["flow"]["gaps"] == 0
@@ -235,33 +165,22 @@ time.sleep(120)  # keep the connection open: the sensor must flush it on SIGTERM
 
 
 def test_live_run_sigterm_flushes_open_flows_then_writes_final_stats(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    eve = tmp_path / "eve.json"
-    log = tmp_path / "leakmon.log"
-    pcap = tmp_path / "veth.pcap"
-    body = tmp_path / "plan.txt"
-    body.write_text(DOCUMENT, encoding="utf-8")
-    with Lab("live") as lab, open(log, "wb") as log_fh:
-        lab.server([sys.executable, str(ROOT / "pcaps" / "upload_server.py"), "0.0.0.0", str(PORT)])
-        lab.wait_port(PORT)
-        with lab.capture(str(pcap), side="client"):
-            proc = _start_sensor(lab, config, eve, log_fh)
-            try:
-                _wait_capturing(proc, lab.cns, lab.cif, log)
-                holder = lab.background("client", [sys.executable, "-c", HOLD_CLIENT, lab.server_ip, str(PORT),
-                                                   str(body), str(HELD_PORT)], stdout=subprocess.PIPE)
-                assert holder.stdout is not None
-                assert holder.stdout.readline().strip() == b"201"  # answered; the connection stays open
-                time.sleep(1.0)  # the last ACK reaches the ring and its block retires
-                stopped_at = time.time()
-            finally:
-                rc = _stop(proc, signal.SIGTERM)
+    with _live(tmp_path) as (lab, sensor, body):
+        try:
+            holder = lab.background("client", [sys.executable, "-c", HOLD_CLIENT, lab.server_ip, str(PORT),
+                                               str(body), str(HELD_PORT)], stdout=subprocess.PIPE)
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == b"201"  # answered; the connection stays open
+            time.sleep(1.0)  # the last ACK reaches the ring and its block retires
+            stopped_at = time.time()
+        finally:
+            rc = sensor.stop(signal.SIGTERM)
 
-    assert rc == 0, log.read_text()[-3000:]
-    records = _records(eve)
+    assert rc == 0, sensor.tail()
+    records = eve_records(tmp_path / "eve.json")
     flow = _flow_of(records, HELD_PORT)
     assert flow["flow"]["reason"] == "shutdown" and flow["flow"]["state"] == "established"
-    expected = _oracle(pcap, HELD_PORT, before=stopped_at)  # the connection's FINs came later
+    expected = _oracle(tmp_path / "veth.pcap", HELD_PORT, before=stopped_at)  # the connection's FINs came later
     assert {k: flow["flow"][k] for k in expected} == expected
     _assert_leak_alert(records, flow, lab)
     # The final stats record comes last, after every flow record.

@@ -14,23 +14,21 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from alerts.schema import validate_lines
 from pcaps.lab import Lab
 from tests.conftest import needs_root_netns
+from tests.livelab import ROOT, LiveSensor, curl_upload, serve_uploads, write_config
 
 pytestmark = [needs_root_netns(), pytest.mark.netns]
 
-ROOT = Path(__file__).resolve().parents[2]
 PORT = 8094
 SID_OLD = 9100001  # shipped: 保護すべき情報
 SID_NEW = 9100777
@@ -48,38 +46,20 @@ PORT_OLD, PORT_SLOW, PORT_NEW, PORT_OLD_AFTER, PORT_NEW_AFTER = 40410, 40411, 40
 
 
 def _config(tmp: Path, sigs: Path) -> Path:
-    doc = {
+    return write_config(tmp, {
         "sensor": {"name": "e2e-reload"},
-        "networks": {"protected": ["10.77.0.1/32"]},
         "signatures": [str(sigs)],
         "capture": {"ring_block_size": "1 MiB", "ring_blocks": 4, "ring_block_timeout": "20ms"},
-        "outputs": {"eve": {"path": str(tmp / "eve.json")}},
-        "evidence": {"enabled": False},
-        "metrics": {"addr": ""},
-        "incidents": {"db": str(tmp / "incidents.db")},
-        "audit": {"path": str(tmp / "audit.jsonl")},
-        "coverage": {"path": str(tmp / "coverage.jsonl")},
-    }
-    path = tmp / "leakmon.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def _wait(cond: Any, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"leakmon exited early ({proc.returncode}): {log.read_text()[-2000:]}"
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout} s: {log.read_text()[-2000:]}")
+    })
 
 
 def _upload(lab: Lab, tmp: Path, name: str, text: str, port: int, *extra: str) -> list[str]:
     (tmp / name).write_text(text, encoding="utf-8")
-    return ["curl", "-s", "--http1.1", "--local-port", str(port), "-o", "/dev/null", "-w", "%{http_code}",
-            "-H", "Content-Type: text/plain; charset=utf-8", "--data-binary", f"@{tmp / name}", *extra,
-            f"http://{lab.server_ip}:{PORT}/upload"]
+    return curl_upload(lab, tmp / name, PORT, port, *extra)
+
+
+def _audited(tmp: Path, event: str) -> Callable[[], bool]:
+    return lambda: event in (tmp / "audit.jsonl").read_text(encoding="utf-8")
 
 
 def _reload(pidfile: Path) -> None:
@@ -97,15 +77,11 @@ def test_sighup_reload_while_capturing(tmp_path: Path) -> None:
         shutil.copy(ROOT / "signatures" / name, sigs / name)
     config = _config(tmp_path, sigs)
     eve, log, pidfile = tmp_path / "eve.json", tmp_path / "leakmon.log", tmp_path / "leakmon.pid"
-    with Lab("lreload") as lab, open(log, "wb") as log_fh:
-        lab.server([sys.executable, str(ROOT / "pcaps" / "upload_server.py"), "0.0.0.0", str(PORT)])
-        lab.wait_port(PORT)
-        proc = subprocess.Popen(["ip", "netns", "exec", lab.sns, sys.executable, "-m", "monitor", "run",
-                                 "-i", lab.sif, "-c", str(config), "--eve-log", str(eve), "--pidfile", str(pidfile)],
-                                cwd=ROOT, stdout=log_fh, stderr=subprocess.STDOUT)
+    with Lab("lreload") as lab:
+        serve_uploads(lab, PORT)
+        sensor = LiveSensor(lab.sns, lab.sif, config, eve, log=log, args=["--pidfile", str(pidfile)]).start()
         try:
-            _wait(pidfile.exists, "the pid file", proc, log)
-            time.sleep(1.5)  # the capture socket is bound right after the pid file is written
+            sensor.wait_for(pidfile.exists, "pid file")  # written before the capture socket is bound
 
             # 1. the first set is live
             assert lab.client(_upload(lab, tmp_path, "old.txt", OLD_TEXT, PORT_OLD)).stdout == b"201"
@@ -120,8 +96,7 @@ def test_sighup_reload_while_capturing(tmp_path: Path) -> None:
                 f"markers:\n  - sid: {SID_NEW}\n    msg: \"new marker\"\n    priority: 1\n"
                 f"    literal: \"{NEW_MARKER}\"\n", encoding="utf-8")
             _reload(pidfile)
-            _wait(lambda: "signatures_reloaded" in (tmp_path / "audit.jsonl").read_text(encoding="utf-8"),
-                  "the reload", proc, log)
+            sensor.wait_for(_audited(tmp_path, "signatures_reloaded"), "reload")
             assert slow.poll() is None, "the slow upload finished before the reload was done"
             assert lab.client(_upload(lab, tmp_path, "new.txt", f"新しい文書: {NEW_MARKER} です。\n",
                                       PORT_NEW)).stdout == b"201"
@@ -130,19 +105,12 @@ def test_sighup_reload_while_capturing(tmp_path: Path) -> None:
             # 3. a broken file: the running set stays
             (sigs / "broken.yaml").write_text(BROKEN, encoding="utf-8")
             _reload(pidfile)
-            _wait(lambda: "signatures_reload_failed" in (tmp_path / "audit.jsonl").read_text(encoding="utf-8"),
-                  "the failed reload", proc, log)
+            sensor.wait_for(_audited(tmp_path, "signatures_reload_failed"), "failed reload")
             assert lab.client(_upload(lab, tmp_path, "old2.txt", OLD_TEXT, PORT_OLD_AFTER)).stdout == b"201"
             assert lab.client(_upload(lab, tmp_path, "new2.txt", f"{NEW_MARKER}\n", PORT_NEW_AFTER)).stdout == b"201"
             time.sleep(1.0)  # the last segments reach the ring and its blocks retire
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                pytest.fail("leakmon did not exit within 30 s of SIGINT")
+            rc = sensor.stop()
 
     text = log.read_text(encoding="utf-8", errors="replace")
     assert rc == 0, text[-2000:]
