@@ -3,7 +3,9 @@
 The file is read in large blocks and record headers are decoded with ``struct.unpack_from``
 straight from the block, so the per-record cost is one unpack, one slice and one RawPacket.
 :meth:`Capture.replay` (the sensor's replay) skips even those for the frames its handler takes
-in place (classic Ethernet pcap): they are never sliced out of the block.
+in place (classic Ethernet pcap, and pcapng of any link types): they are never sliced out of
+the block. pcapng's Enhanced Packet Blocks take a fast path (one unpack of the block header
+and the packet fields); every other block takes the general one.
 
 Damaged files never raise once the header has been accepted:
 
@@ -23,7 +25,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable, Generator, Iterator
-from typing import IO
+from typing import IO, Protocol
 
 from monitor.capture.bpf import BpfProgram
 from monitor.capture.progress import ProgressLine
@@ -52,8 +54,14 @@ IDB_OPT_TSOFFSET = 14
 
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
-# Capture.replay's in-place frame handler: (buf, start, caplen, wire_len, ts, pcap_cnt) -> handled.
-FrameHandler = Callable[[bytes, int, int, int, float, int], bool]
+
+class FrameHandler(Protocol):
+    """Capture.replay's in-place frame handler (``Pipeline.process_frame``): True when it took
+    the frame ``buf[start:start + n]``. Classic pcap passes six arguments (its one interface is
+    ``""``, its link type Ethernet); pcapng passes the frame's interface name and link type."""
+
+    def __call__(self, buf: bytes, start: int, n: int, wire: int, ts: float, cnt: int,
+                 iface: str = "", linktype: int = LINKTYPE_ETHERNET, /) -> bool: ...
 
 
 class CaptureError(LeakmonError):
@@ -74,7 +82,7 @@ class Capture(Iterator[RawPacket]):
 
     def __init__(self, start_cnt: int) -> None:
         self._records: Iterator[RawPacket] = iter(())
-        # Classic Ethernet pcap read without BPF or progress: the record walk that hands frames
+        # Classic Ethernet pcap or pcapng read without BPF or progress: the record walk that hands frames
         # to replay()'s callbacks in place (None: replay() iterates the RawPackets).
         self._walk: Callable[[FrameHandler, Callable[[RawPacket], None]], Iterator[RawPacket]] | None = None
         self.last_cnt = start_cnt
@@ -90,10 +98,11 @@ class Capture(Iterator[RawPacket]):
         """Every frame, in order, as ``process(raw)`` would see it, without a RawPacket where possible.
 
         Where the record walk can (see ``_walk``), each frame is first offered in place as
-        ``frame(buf, start, caplen, wire_len, ts, pcap_cnt)`` (``buf[start:start + caplen]``
-        is the frame; ts, pcap_cnt and wire_len exactly as the RawPacket would carry them);
+        ``frame(buf, start, caplen, wire_len, ts, pcap_cnt[, iface, linktype])``
+        (``buf[start:start + caplen]`` is the frame; ts, pcap_cnt, wire_len, and for pcapng the
+        interface name and link type, exactly as the RawPacket would carry them);
         when that returns False, ``fallback`` gets the frame's RawPacket. Everywhere else
-        (pcapng, BPF, progress, other link types) every RawPacket goes to ``process``.
+        (BPF, progress, classic pcap of other link types) every RawPacket goes to ``process``.
         Use either this or the iteration, not both.
         """
         walk = self._walk
@@ -142,7 +151,16 @@ def read_capture(path: str | os.PathLike[str], *, stats: Stats, bpf: str = "", p
         magic_le = struct.unpack("<I", head)[0]
         magic_be = struct.unpack(">I", head)[0]
         if magic_le == PCAPNG_SHB:
-            records = _pcapng_records(name, stream, raw_file, head, stats, start_cnt, counter)
+            first, ng_endian = _pcapng_start(name, stream, head)
+            records = _pcapng_blocks(stream, raw_file, stats, first, ng_endian, start_cnt, counter, inner_shard)
+            if not bpf and not progress:
+                # Capture.replay's walk, as for classic pcap below (any link type: the handler
+                # declines what it cannot take, and gets the frame's link type and interface).
+                def ng_walk(frame: FrameHandler, fallback: Callable[[RawPacket], None]) -> Iterator[RawPacket]:
+                    return _pcapng_blocks(stream, raw_file, stats, first, ng_endian, start_cnt, counter,
+                                          inner_shard, frame, fallback)
+
+                capture._walk = ng_walk
         elif PCAP_MAGIC_US in (magic_le, magic_be) or PCAP_MAGIC_NS in (magic_le, magic_be) \
                 or PCAP_MAGIC_MODIFIED in (magic_le, magic_be):
             endian = "<" if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS, PCAP_MAGIC_MODIFIED) else ">"
@@ -169,8 +187,6 @@ def read_capture(path: str | os.PathLike[str], *, stats: Stats, bpf: str = "", p
     except _READ_ERRORS as exc:
         raw_file.close()
         raise CaptureError(f"{name}: cannot read: {exc}") from None
-    if magic_le == PCAPNG_SHB and inner_shard is not None:
-        records = _sharded(records, *inner_shard)  # pcapng: the block walk stays unsharded
     if not bpf and not progress:
         capture._records = records  # the hot path: no wrapper generator between the reader and the pipeline
     else:
@@ -350,11 +366,13 @@ def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: 
     try:
         while True:
             end = len(buf)
-            while pos + hdr_len <= end:
+            last = end - hdr_len  # the last offset where a record header fits
+            while pos <= last:
                 sec, frac, caplen, wire = unpack_from(buf, pos)
                 start = pos + hdr_len
                 nxt = start + caplen
-                if not 0 < caplen <= snap:
+                # One test for the common record (sane, whole in the buffer); the others here.
+                if nxt > end or not 0 < caplen <= snap:
                     if caplen == 0:
                         bad += 1
                         pos = nxt
@@ -364,9 +382,7 @@ def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: 
                         return
                     if nxt > end:
                         break
-                    exceeded += 1
-                elif nxt > end:
-                    break
+                    exceeded += 1  # longer than the header's snaplen, but it frames
                 n += 1
                 if shard_n:
                     if ether and caplen >= 34 and buf[start + 12] == 8 and buf[start + 13] == 0 \
@@ -424,35 +440,96 @@ class _Iface:
         self.name = name
 
 
-def _pcapng_records(name: str, stream: IO[bytes], raw_file: IO[bytes], head: bytes, stats: Stats,
-                    start_cnt: int, counter: Capture | None) -> Generator[RawPacket, None, None]:
+def _pcapng_start(name: str, stream: IO[bytes], head: bytes) -> tuple[bytes, str]:
+    """The first 12 bytes of the section header (``head`` and 8 more) and the section's byte order."""
     first = head + _read_exact(stream, 8)
     if len(first) < 12:
         raise CaptureError(f"{name}: truncated pcapng section header")
     bom = first[8:12]
     if bom == b"\x4d\x3c\x2b\x1a":
-        endian = "<"
-    elif bom == b"\x1a\x2b\x3c\x4d":
-        endian = ">"
-    else:
-        raise CaptureError(f"{name}: not a pcapng capture (bad byte-order magic 0x{bom.hex()})")
-    return _pcapng_blocks(stream, raw_file, stats, first, endian, start_cnt, counter)
+        return first, "<"
+    if bom == b"\x1a\x2b\x3c\x4d":
+        return first, ">"
+    raise CaptureError(f"{name}: not a pcapng capture (bad byte-order magic 0x{bom.hex()})")
 
 
 def _pcapng_blocks(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, first: bytes, endian: str,
-                   start_cnt: int, counter: Capture | None) -> Generator[RawPacket, None, None]:
+                   start_cnt: int, counter: Capture | None, shard: tuple[int, int] | None = None,
+                   frame: FrameHandler | None = None,
+                   fallback: Callable[[RawPacket], None] | None = None) -> Generator[RawPacket, None, None]:
+    """The packets of every section as RawPackets; with ``frame`` (Capture.replay), each packet is
+    offered to ``frame`` in the read buffer instead, and only those it declines are built and
+    handed to ``fallback``: then nothing is yielded. ``shard=(index, n)``: other shards' packets
+    are skipped in the buffer (numbered all the same), as in :func:`_pcap_records`."""
     buf = first
     pos = 0
     n = start_cnt
     bad = 0
     last_ts = 0.0
     ifaces: list[_Iface] = []
+    nif = 0
     u32x2 = struct.Struct(endian + "II").unpack_from
-    epb = struct.Struct(endian + "IIIII").unpack_from
+    epb_head = struct.Struct(endian + "IIIIIII").unpack_from  # block type and length + the EPB fields
+    shard_index, shard_n = shard if shard is not None else (0, 0)
+    v4_pair = _V4_PAIR
+    epb_type, max_record, max_block = PCAPNG_EPB, MAX_RECORD, MAX_BLOCK  # locals: cheaper per packet
+    # The interface of the last fast-path block, in locals (most files have one interface).
+    cur = -1
+    linktype, iface, ether = 0, "", False
+    divisor, multiplier, offset, plain = 1_000_000, 0.0, 0, True
     try:
         while True:
             end = len(buf)
             while pos + 12 <= end:
+                # Fast path: Enhanced Packet Blocks that frame (whole in the buffer) and hold a
+                # sane packet of a known interface; exactly the blocks that deliver a packet in
+                # the general path below, which takes every other block (and a block header too
+                # close to the buffer's end to unpack 28 bytes), then comes back here.
+                last = end - 28  # the last offset where an EPB's fixed fields fit
+                while pos <= last:
+                    btype, blen, ifid, tsh, tsl, caplen, wire = epb_head(buf, pos)
+                    nxt = pos + blen
+                    if btype != epb_type or not (0 < caplen <= max_record and caplen + 32 <= blen <= max_block) \
+                            or blen & 3 or nxt > end:
+                        break
+                    if ifid != cur:  # (``cur`` is always a known interface of this section)
+                        if ifid >= nif:
+                            break
+                        cur = ifid
+                        fast_if = ifaces[ifid]
+                        linktype, iface = fast_if.linktype, fast_if.name
+                        ether = linktype == LINKTYPE_ETHERNET
+                        divisor, multiplier, offset = fast_if.divisor, fast_if.multiplier, fast_if.offset
+                        plain = not multiplier and not offset
+                    ticks = (tsh << 32) | tsl
+                    # ``x + 0`` is x for the non-negative float x: ``plain`` is the general formula.
+                    last_ts = ticks / divisor if plain else \
+                        (ticks * multiplier if multiplier else ticks / divisor) + offset
+                    n += 1
+                    start = pos + 28
+                    pos = nxt
+                    if shard_n:
+                        if ether and caplen >= 34 and buf[start + 12] == 8 and buf[start + 13] == 0 \
+                                and buf[start + 14] >> 4 == 4:  # shard_of, inlined as in _pcap_records
+                            a, b = v4_pair(buf, start + 26)
+                            h = a ^ b
+                            h ^= h >> 16
+                            h ^= h >> 8
+                            if h % shard_n != shard_index:
+                                continue
+                        elif shard_at(buf, start, caplen, linktype, shard_n) != shard_index:
+                            continue
+                    if wire < caplen:
+                        wire = caplen
+                    if frame is None:
+                        yield RawPacket(last_ts, linktype, buf[start:start + caplen], n, iface, wire)
+                    elif not frame(buf, start, caplen, wire, last_ts, n, iface, linktype):
+                        fallback(RawPacket(last_ts, linktype, buf[start:start + caplen], n,  # type: ignore[misc]
+                                           iface, wire))
+                else:
+                    if pos + 12 > end:
+                        break  # the outer loop: read more
+                # General path: every other block, one at a time.
                 btype, blen = u32x2(buf, pos)
                 if btype == PCAPNG_SHB:
                     # A new section may switch byte order; its length field is read in that order.
@@ -462,29 +539,20 @@ def _pcapng_blocks(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, first: 
                         bad += 1
                         return
                     u32x2 = struct.Struct(endian + "II").unpack_from
-                    epb = struct.Struct(endian + "IIIII").unpack_from
+                    epb_head = struct.Struct(endian + "IIIIIII").unpack_from
                     btype, blen = u32x2(buf, pos)
                     ifaces = []
+                    nif = 0
+                    cur = -1
                 if blen < 12 or blen & 3 or blen > MAX_BLOCK:
                     bad += 1
                     return
                 nxt = pos + blen
                 if nxt > end:
                     break
+                start = 0  # where the packet of this block starts; 0: none
                 if btype == PCAPNG_EPB:
-                    if blen < 32:
-                        bad += 1
-                    else:
-                        ifid, tsh, tsl, caplen, wire = epb(buf, pos + 8)
-                        if ifid >= len(ifaces) or not 0 < caplen <= min(blen - 32, MAX_RECORD):
-                            bad += 1
-                        else:
-                            ifc = ifaces[ifid]
-                            ticks = (tsh << 32) | tsl
-                            last_ts = (ticks * ifc.multiplier if ifc.multiplier else ticks / ifc.divisor) + ifc.offset
-                            n += 1
-                            yield RawPacket(last_ts, ifc.linktype, buf[pos + 28:pos + 28 + caplen], n, ifc.name,
-                                            wire if wire >= caplen else caplen)
+                    bad += 1  # the fast path took every one that frames a sane packet
                 elif btype == PCAPNG_SPB:
                     if blen < 16 or not ifaces:
                         bad += 1
@@ -495,30 +563,39 @@ def _pcapng_blocks(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, first: 
                         if caplen <= 0:
                             bad += 1
                         else:
-                            n += 1
-                            yield RawPacket(last_ts, ifc.linktype, buf[pos + 12:pos + 12 + caplen], n, ifc.name,
-                                            max(wire, caplen))
+                            start = pos + 12
                 elif btype == PCAPNG_OPB:
                     if blen < 32:
                         bad += 1
                     else:
                         ifid, _drops, tsh, tsl, caplen, wire = struct.unpack_from(endian + "HHIIII", buf, pos + 8)
-                        if ifid >= len(ifaces) or not 0 < caplen <= min(blen - 32, MAX_RECORD):
+                        if ifid >= nif or not 0 < caplen <= min(blen - 32, MAX_RECORD):
                             bad += 1
                         else:
                             ifc = ifaces[ifid]
                             ticks = (tsh << 32) | tsl
                             last_ts = (ticks * ifc.multiplier if ifc.multiplier else ticks / ifc.divisor) + ifc.offset
-                            n += 1
-                            yield RawPacket(last_ts, ifc.linktype, buf[pos + 28:pos + 28 + caplen], n, ifc.name,
-                                            max(wire, caplen))
+                            start = pos + 28
                 elif btype == PCAPNG_IDB:
                     if blen < 20:
                         bad += 1
                         return
-                    ifaces.append(_parse_idb(buf, pos, blen, endian, len(ifaces)))
+                    ifaces.append(_parse_idb(buf, pos, blen, endian, nif))
+                    nif += 1
                 # Other blocks (name resolution, statistics, secrets, custom) carry no packets.
                 pos = nxt
+                if not start:
+                    continue
+                n += 1
+                if shard_n and shard_at(buf, start, caplen, ifc.linktype, shard_n) != shard_index:
+                    continue
+                if wire < caplen:
+                    wire = caplen
+                if frame is None:
+                    yield RawPacket(last_ts, ifc.linktype, buf[start:start + caplen], n, ifc.name, wire)
+                elif not frame(buf, start, caplen, wire, last_ts, n, ifc.name, ifc.linktype):
+                    fallback(RawPacket(last_ts, ifc.linktype, buf[start:start + caplen], n,  # type: ignore[misc]
+                                       ifc.name, wire))
             try:
                 more = stream.read(CHUNK)
             except _READ_ERRORS:

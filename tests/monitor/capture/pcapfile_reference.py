@@ -1,0 +1,572 @@
+"""ORACLE, do not optimise: HEAD d422eef's monitor/capture/pcapfile.py, frozen verbatim below this
+docstring, so that the reader's fast paths are compared with the per-packet RawPacket reader they
+replaced (tests/monitor/capture/test_pcapfile_walk.py), not with themselves.
+
+Original module docstring:
+
+Capture files (pcap, pcapng, gzip-compressed either) as a stream of :class:`RawPacket`.
+
+The file is read in large blocks and record headers are decoded with ``struct.unpack_from``
+straight from the block, so the per-record cost is one unpack, one slice and one RawPacket.
+:meth:`Capture.replay` (the sensor's replay) skips even those for the frames its handler takes
+in place (classic Ethernet pcap): they are never sliced out of the block.
+
+Damaged files never raise once the header has been accepted:
+
+* a final record cut short (the writer died) -> ``capture.pcap.truncated``, end of file;
+* a record whose length cannot be right (zero, above 256 KiB, a pcapng block that does not
+  frame) -> ``capture.pcap.bad_record``; a zero-length record is skipped, a length that
+  breaks the framing ends the file (nothing after it can be located reliably);
+* a record longer than the header's snaplen but otherwise sane (a writer that lied about
+  its snaplen) is delivered and counted in ``capture.pcap.snaplen_exceeded``.
+
+A file that is not a capture at all raises :class:`CaptureError` with a message fit for the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Callable, Generator, Iterator
+from typing import IO
+
+from monitor.capture.bpf import BpfProgram
+from monitor.capture.progress import ProgressLine
+from monitor.errors import LeakmonError
+from monitor.model import LINKTYPE_ETHERNET, RawPacket
+from monitor.shard import shard_at
+from monitor.stats import Stats
+
+CHUNK = 1 << 20  # bytes per read
+_V4_PAIR = struct.Struct("!II").unpack_from  # IPv4 source and destination, for sharding
+MAX_RECORD = 256 * 1024  # largest believable captured frame
+MAX_BLOCK = 16 * 1024 * 1024  # largest believable pcapng block (name resolution, secrets, ...)
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+PCAP_MAGIC_NS = 0xA1B23C4D
+PCAP_MAGIC_MODIFIED = 0xA1B2CD34  # Kuznetzov's patched libpcap: 8 more bytes per record header
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BYTE_ORDER = 0x1A2B3C4D
+PCAPNG_IDB = 1
+PCAPNG_OPB = 2  # obsolete packet block
+PCAPNG_SPB = 3
+PCAPNG_EPB = 6
+IDB_OPT_NAME = 2
+IDB_OPT_TSRESOL = 9
+IDB_OPT_TSOFFSET = 14
+
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+# Capture.replay's in-place frame handler: (buf, start, caplen, wire_len, ts, pcap_cnt) -> handled.
+FrameHandler = Callable[[bytes, int, int, int, float, int], bool]
+
+
+class CaptureError(LeakmonError):
+    """The file cannot be opened or is not a pcap/pcapng capture."""
+
+
+class Capture(Iterator[RawPacket]):
+    """What :func:`read_capture` returns: iterate it for the RawPackets, or :meth:`replay` it.
+
+    ``for raw in capture`` runs the reader's own generator (``__iter__`` returns it, so no
+    wrapper sits between the reader and the loop). ``last_cnt`` is the ``pcap_cnt`` of the last
+    frame read, counting frames of other shards that ``shard`` skipped, so a replay of several
+    files can continue the numbering (``start_cnt``) where this file stopped. It is final once
+    the iteration has ended (``start_cnt`` until then).
+    """
+
+    __slots__ = ("_records", "_walk", "last_cnt")
+
+    def __init__(self, start_cnt: int) -> None:
+        self._records: Iterator[RawPacket] = iter(())
+        # Classic Ethernet pcap read without BPF or progress: the record walk that hands frames
+        # to replay()'s callbacks in place (None: replay() iterates the RawPackets).
+        self._walk: Callable[[FrameHandler, Callable[[RawPacket], None]], Iterator[RawPacket]] | None = None
+        self.last_cnt = start_cnt
+
+    def __iter__(self) -> Iterator[RawPacket]:
+        return self._records
+
+    def __next__(self) -> RawPacket:
+        return next(self._records)
+
+    def replay(self, frame: FrameHandler, fallback: Callable[[RawPacket], None],
+               process: Callable[[RawPacket], None]) -> None:
+        """Every frame, in order, as ``process(raw)`` would see it, without a RawPacket where possible.
+
+        Where the record walk can (see ``_walk``), each frame is first offered in place as
+        ``frame(buf, start, caplen, wire_len, ts, pcap_cnt)`` (``buf[start:start + caplen]``
+        is the frame; ts, pcap_cnt and wire_len exactly as the RawPacket would carry them);
+        when that returns False, ``fallback`` gets the frame's RawPacket. Everywhere else
+        (pcapng, BPF, progress, other link types) every RawPacket goes to ``process``.
+        Use either this or the iteration, not both.
+        """
+        walk = self._walk
+        if walk is None:
+            for raw in self._records:
+                process(raw)
+            return
+        self._walk = None
+        self._records = iter(())
+        for _ in walk(frame, fallback):  # the walk yields nothing when it has a frame handler
+            pass
+
+    def close(self) -> None:
+        close = getattr(self._records, "close", None)
+        if close is not None:
+            close()
+
+
+def read_capture(path: str | os.PathLike[str], *, stats: Stats, bpf: str = "", progress: bool = False,
+                 start_cnt: int = 0, shard: tuple[int, int] | None = None) -> Capture:
+    """Every record of a pcap/pcapng file (optionally gzip-compressed) as a RawPacket.
+
+    ``pcap_cnt`` numbers the packets from ``start_cnt + 1`` (frames removed by ``bpf`` are not
+    numbered, as with libpcap). ``shard=(index, n)`` keeps only the frames for which
+    :func:`monitor.shard.shard_of` is ``index`` (``--workers``: every worker reads the whole
+    file); the others are skipped before a RawPacket is built but keep their numbers, and
+    every reader counter (truncation, bad records, BPF) still counts the whole file. The file
+    header is checked before this returns, so a file that is not a capture raises
+    :class:`CaptureError` here, not during iteration.
+    """
+    name = os.fspath(path)
+    if bpf:
+        BpfProgram(bpf, LINKTYPE_ETHERNET)  # a syntax error is reported now, not mid-replay
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard {shard}: the index must be in [0, n)")
+    capture = Capture(start_cnt)
+    # The reader skips other shards itself, unless BPF must number the frames first.
+    inner_shard = shard if not bpf and shard is not None and shard[1] > 1 else None
+    counter = None if bpf else capture  # the layer that numbers the frames reports last_cnt
+    raw_file, stream = _open(name)
+    records: Iterator[RawPacket]
+    try:
+        head = _read_exact(stream, 4)
+        if len(head) < 4:
+            raise CaptureError(f"{name}: not a capture file (empty or shorter than a header)")
+        magic_le = struct.unpack("<I", head)[0]
+        magic_be = struct.unpack(">I", head)[0]
+        if magic_le == PCAPNG_SHB:
+            records = _pcapng_records(name, stream, raw_file, head, stats, start_cnt, counter)
+        elif PCAP_MAGIC_US in (magic_le, magic_be) or PCAP_MAGIC_NS in (magic_le, magic_be) \
+                or PCAP_MAGIC_MODIFIED in (magic_le, magic_be):
+            endian = "<" if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS, PCAP_MAGIC_MODIFIED) else ">"
+            magic = magic_le if endian == "<" else magic_be
+            rest = _read_exact(stream, 20)
+            if len(rest) < 20:
+                raise CaptureError(f"{name}: truncated pcap file header")
+            records = _pcap_records(stream, raw_file, stats, endian, magic, rest, start_cnt, counter,
+                                    inner_shard)
+            if not bpf and not progress and struct.unpack(endian + "I", rest[16:20])[0] & 0xFFFF \
+                    == LINKTYPE_ETHERNET:
+                # Capture.replay's walk: the same generator, handing frames to callbacks (never
+                # started when the capture is iterated instead, so only one of them reads).
+                def walk(frame: FrameHandler, fallback: Callable[[RawPacket], None]) -> Iterator[RawPacket]:
+                    return _pcap_records(stream, raw_file, stats, endian, magic, rest, start_cnt, counter,
+                                         inner_shard, frame, fallback)
+
+                capture._walk = walk
+        else:
+            raise CaptureError(f"{name}: not a pcap or pcapng capture (starts with 0x{head.hex()})")
+    except CaptureError:
+        raw_file.close()
+        raise
+    except _READ_ERRORS as exc:
+        raw_file.close()
+        raise CaptureError(f"{name}: cannot read: {exc}") from None
+    if magic_le == PCAPNG_SHB and inner_shard is not None:
+        records = _sharded(records, *inner_shard)  # pcapng: the block walk stays unsharded
+    if not bpf and not progress:
+        capture._records = records  # the hot path: no wrapper generator between the reader and the pipeline
+    else:
+        capture._records = _drive(records, raw_file, stats, name, bpf, progress, start_cnt, capture,
+                                  shard if bpf and shard is not None and shard[1] > 1 else None)
+    return capture
+
+
+def _open(name: str) -> tuple[IO[bytes], IO[bytes]]:
+    try:
+        raw_file = open(name, "rb")  # noqa: SIM115 - closed by _drive
+    except OSError as exc:
+        raise CaptureError(f"{name}: cannot open: {exc.strerror or exc}") from None
+    try:
+        magic = raw_file.read(2)
+        raw_file.seek(0)
+    except OSError as exc:
+        raw_file.close()
+        raise CaptureError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    if magic == b"\x1f\x8b":  # gzip, whatever the file is called
+        return raw_file, _GzipStream(raw_file)  # type: ignore[return-value]
+    return raw_file, raw_file
+
+
+class _GzipStream:
+    """Streaming gunzip that keeps what it decoded when the file is cut short.
+
+    ``gzip.GzipFile.read`` raises EOFError on a truncated member and loses the bytes it had
+    already inflated; a capture copied off a sensor mid-write must still yield its packets.
+    Concatenated members are followed. A corrupt stream ends the data (the reader counts it).
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self._z = zlib.decompressobj(wbits=31)
+        self._out = bytearray()
+        self._eof = False
+        self._started = False
+
+    def read(self, n: int) -> bytes:
+        while len(self._out) < n and not self._eof:
+            data = self.raw.read(CHUNK)
+            if not data:
+                self._eof = True
+                self._out += self._z.flush()
+                if not self._out and not self._started:
+                    raise OSError("truncated or corrupt gzip stream: nothing could be decompressed")
+                break
+            try:
+                while data:
+                    self._out += self._z.decompress(data)
+                    data = self._z.unused_data if self._z.eof else b""
+                    if self._z.eof:
+                        self._z = zlib.decompressobj(wbits=31)
+            except zlib.error as exc:
+                self._eof = True
+                if not self._out and not self._started:
+                    raise OSError(f"not a valid gzip stream ({exc})") from None
+        self._started = True
+        out = bytes(self._out[:n])
+        del self._out[:n]
+        return out
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        more = stream.read(n - len(out))
+        if not more:
+            break
+        out += more
+    return out
+
+
+def _drive(records: Iterator[RawPacket], raw_file: IO[bytes], stats: Stats, name: str, bpf: str,
+           progress: bool, start_cnt: int, capture: Capture, shard: tuple[int, int] | None) -> Iterator[RawPacket]:
+    """Numbering, optional BPF filtering, sharding after it, progress and clean-up around a record iterator."""
+    line = ProgressLine(os.path.basename(name), _size(raw_file)) if progress else None
+    try:
+        source: Iterator[RawPacket] = records
+        if line is not None and line.enabled:
+            source = _with_progress(source, raw_file, line)
+        if bpf:
+            source = _filtered(source, bpf, stats, start_cnt, capture)
+        if shard is not None:
+            source = _sharded(source, *shard)
+        yield from source
+    finally:
+        if line is not None:
+            line.close(_tell(raw_file))
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+
+
+def _with_progress(source: Iterator[RawPacket], raw_file: IO[bytes], line: ProgressLine) -> Iterator[RawPacket]:
+    n = 0
+    for raw in source:
+        n += 1
+        if not n & 0x3FFF:
+            line.update(_tell(raw_file))
+        yield raw
+
+
+def _sharded(source: Iterator[RawPacket], index: int, n: int) -> Iterator[RawPacket]:
+    """The frames of one shard (for the paths where the record walk cannot skip them itself)."""
+    for raw in source:
+        data = raw.data
+        if shard_at(data, 0, len(data), raw.linktype, n) == index:
+            yield raw
+
+
+def _filtered(source: Iterator[RawPacket], expr: str, stats: Stats, start_cnt: int,
+              capture: Capture) -> Iterator[RawPacket]:
+    programs: dict[int, BpfProgram] = {}
+    n = start_cnt
+    dropped = 0
+    try:
+        for raw in source:
+            prog = programs.get(raw.linktype)
+            if prog is None:
+                prog = programs[raw.linktype] = BpfProgram(expr, raw.linktype)
+            if not prog.matches(raw.data, raw.wire_len):
+                dropped += 1
+                continue
+            n += 1
+            raw.pcap_cnt = n
+            yield raw
+    finally:
+        capture.last_cnt = n
+        if dropped:
+            stats.incr("capture.pcap.bpf_filtered", dropped)
+
+
+def _size(f: IO[bytes]) -> int:
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (OSError, ValueError):
+        return 0
+
+
+def _tell(f: IO[bytes]) -> int:
+    try:
+        return f.tell()
+    except (OSError, ValueError):
+        return 0
+
+
+# ------------------------------------------------------------------ classic pcap
+
+
+def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: str, magic: int, rest: bytes,
+                  start_cnt: int, counter: Capture | None, shard: tuple[int, int] | None,
+                  frame: FrameHandler | None = None,
+                  fallback: Callable[[RawPacket], None] | None = None) -> Generator[RawPacket, None, None]:
+    """The records as RawPackets; with ``frame`` (Capture.replay), each record is offered to
+    ``frame`` in the read buffer instead, and only those it declines are built and handed to
+    ``fallback``: then nothing is yielded."""
+    _vmaj, _vmin, _zone, _sigfigs, snaplen, linkfield = struct.unpack(endian + "HHiIII", rest)
+    linktype = linkfield & 0xFFFF  # upper bits carry FCS information
+    scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
+    hdr_len = 24 if magic == PCAP_MAGIC_MODIFIED else 16
+    snap = snaplen if 0 < snaplen <= MAX_RECORD else MAX_RECORD
+    unpack_from = struct.Struct(endian + "IIII").unpack_from
+    shard_index, shard_n = shard if shard is not None else (0, 0)
+    # Sharding, inlined for the common frame (untagged Ethernet + IPv4): shard_of's hash of
+    # the two addresses; any other frame asks shard_at.
+    ether = linktype == LINKTYPE_ETHERNET
+    v4_pair = _V4_PAIR
+    buf = b""
+    pos = 0
+    n = start_cnt
+    exceeded = bad = 0
+    try:
+        while True:
+            end = len(buf)
+            while pos + hdr_len <= end:
+                sec, frac, caplen, wire = unpack_from(buf, pos)
+                start = pos + hdr_len
+                nxt = start + caplen
+                if not 0 < caplen <= snap:
+                    if caplen == 0:
+                        bad += 1
+                        pos = nxt
+                        continue
+                    if caplen > MAX_RECORD:
+                        bad += 1
+                        return
+                    if nxt > end:
+                        break
+                    exceeded += 1
+                elif nxt > end:
+                    break
+                n += 1
+                if shard_n:
+                    if ether and caplen >= 34 and buf[start + 12] == 8 and buf[start + 13] == 0 \
+                            and buf[start + 14] >> 4 == 4:
+                        a, b = v4_pair(buf, start + 26)
+                        h = a ^ b
+                        h ^= h >> 16
+                        h ^= h >> 8
+                        mine = h % shard_n == shard_index
+                    else:
+                        mine = shard_at(buf, start, caplen, linktype, shard_n) == shard_index
+                    if not mine:
+                        pos = nxt
+                        continue
+                ts = sec + frac * scale
+                if wire < caplen:
+                    wire = caplen
+                if frame is None:
+                    yield RawPacket(ts, linktype, buf[start:nxt], n, "", wire)
+                elif not frame(buf, start, caplen, wire, ts, n):
+                    fallback(RawPacket(ts, linktype, buf[start:nxt], n, "", wire))  # type: ignore[misc]
+                pos = nxt
+            try:
+                more = stream.read(CHUNK)
+            except _READ_ERRORS:
+                more = b""
+            if not more:
+                if pos < end:
+                    stats.incr("capture.pcap.truncated")
+                return
+            buf = buf[pos:] + more if pos < end else more
+            pos = 0
+    finally:
+        if counter is not None:
+            counter.last_cnt = n
+        if bad:
+            stats.incr("capture.pcap.bad_record", bad)
+        if exceeded:
+            stats.incr("capture.pcap.snaplen_exceeded", exceeded)
+        raw_file.close()
+
+
+# ------------------------------------------------------------------ pcapng
+
+
+class _Iface:
+    __slots__ = ("linktype", "snaplen", "divisor", "multiplier", "offset", "name")
+
+    def __init__(self, linktype: int, snaplen: int, name: str) -> None:
+        self.linktype = linktype
+        self.snaplen = snaplen
+        self.divisor = 1_000_000  # default resolution: microseconds
+        self.multiplier = 0.0  # for binary resolutions (2^-n): seconds per tick
+        self.offset = 0
+        self.name = name
+
+
+def _pcapng_records(name: str, stream: IO[bytes], raw_file: IO[bytes], head: bytes, stats: Stats,
+                    start_cnt: int, counter: Capture | None) -> Generator[RawPacket, None, None]:
+    first = head + _read_exact(stream, 8)
+    if len(first) < 12:
+        raise CaptureError(f"{name}: truncated pcapng section header")
+    bom = first[8:12]
+    if bom == b"\x4d\x3c\x2b\x1a":
+        endian = "<"
+    elif bom == b"\x1a\x2b\x3c\x4d":
+        endian = ">"
+    else:
+        raise CaptureError(f"{name}: not a pcapng capture (bad byte-order magic 0x{bom.hex()})")
+    return _pcapng_blocks(stream, raw_file, stats, first, endian, start_cnt, counter)
+
+
+def _pcapng_blocks(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, first: bytes, endian: str,
+                   start_cnt: int, counter: Capture | None) -> Generator[RawPacket, None, None]:
+    buf = first
+    pos = 0
+    n = start_cnt
+    bad = 0
+    last_ts = 0.0
+    ifaces: list[_Iface] = []
+    u32x2 = struct.Struct(endian + "II").unpack_from
+    epb = struct.Struct(endian + "IIIII").unpack_from
+    try:
+        while True:
+            end = len(buf)
+            while pos + 12 <= end:
+                btype, blen = u32x2(buf, pos)
+                if btype == PCAPNG_SHB:
+                    # A new section may switch byte order; its length field is read in that order.
+                    bom = buf[pos + 8:pos + 12]
+                    endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
+                    if not endian:
+                        bad += 1
+                        return
+                    u32x2 = struct.Struct(endian + "II").unpack_from
+                    epb = struct.Struct(endian + "IIIII").unpack_from
+                    btype, blen = u32x2(buf, pos)
+                    ifaces = []
+                if blen < 12 or blen & 3 or blen > MAX_BLOCK:
+                    bad += 1
+                    return
+                nxt = pos + blen
+                if nxt > end:
+                    break
+                if btype == PCAPNG_EPB:
+                    if blen < 32:
+                        bad += 1
+                    else:
+                        ifid, tsh, tsl, caplen, wire = epb(buf, pos + 8)
+                        if ifid >= len(ifaces) or not 0 < caplen <= min(blen - 32, MAX_RECORD):
+                            bad += 1
+                        else:
+                            ifc = ifaces[ifid]
+                            ticks = (tsh << 32) | tsl
+                            last_ts = (ticks * ifc.multiplier if ifc.multiplier else ticks / ifc.divisor) + ifc.offset
+                            n += 1
+                            yield RawPacket(last_ts, ifc.linktype, buf[pos + 28:pos + 28 + caplen], n, ifc.name,
+                                            wire if wire >= caplen else caplen)
+                elif btype == PCAPNG_SPB:
+                    if blen < 16 or not ifaces:
+                        bad += 1
+                    else:
+                        (wire,) = struct.unpack_from(endian + "I", buf, pos + 8)
+                        ifc = ifaces[0]
+                        caplen = min(wire, blen - 16, ifc.snaplen or MAX_RECORD, MAX_RECORD)
+                        if caplen <= 0:
+                            bad += 1
+                        else:
+                            n += 1
+                            yield RawPacket(last_ts, ifc.linktype, buf[pos + 12:pos + 12 + caplen], n, ifc.name,
+                                            max(wire, caplen))
+                elif btype == PCAPNG_OPB:
+                    if blen < 32:
+                        bad += 1
+                    else:
+                        ifid, _drops, tsh, tsl, caplen, wire = struct.unpack_from(endian + "HHIIII", buf, pos + 8)
+                        if ifid >= len(ifaces) or not 0 < caplen <= min(blen - 32, MAX_RECORD):
+                            bad += 1
+                        else:
+                            ifc = ifaces[ifid]
+                            ticks = (tsh << 32) | tsl
+                            last_ts = (ticks * ifc.multiplier if ifc.multiplier else ticks / ifc.divisor) + ifc.offset
+                            n += 1
+                            yield RawPacket(last_ts, ifc.linktype, buf[pos + 28:pos + 28 + caplen], n, ifc.name,
+                                            max(wire, caplen))
+                elif btype == PCAPNG_IDB:
+                    if blen < 20:
+                        bad += 1
+                        return
+                    ifaces.append(_parse_idb(buf, pos, blen, endian, len(ifaces)))
+                # Other blocks (name resolution, statistics, secrets, custom) carry no packets.
+                pos = nxt
+            try:
+                more = stream.read(CHUNK)
+            except _READ_ERRORS:
+                more = b""
+            if not more:
+                if pos < end:
+                    stats.incr("capture.pcap.truncated")
+                return
+            buf = buf[pos:] + more if pos < end else more
+            pos = 0
+    finally:
+        if counter is not None:
+            counter.last_cnt = n
+        if bad:
+            stats.incr("capture.pcap.bad_record", bad)
+        raw_file.close()
+
+
+def _parse_idb(buf: bytes, pos: int, blen: int, endian: str, index: int) -> _Iface:
+    linktype, _reserved, snaplen = struct.unpack_from(endian + "HHI", buf, pos + 8)
+    ifc = _Iface(linktype, snaplen, "")
+    opt = pos + 16
+    stop = pos + blen - 4
+    opt_hdr = struct.Struct(endian + "HH").unpack_from
+    while opt + 4 <= stop:
+        code, length = opt_hdr(buf, opt)
+        value = buf[opt + 4:opt + 4 + length]
+        if code == 0 or opt + 4 + length > stop:
+            break
+        if code == IDB_OPT_TSRESOL and length >= 1:
+            res = value[0]
+            if res & 0x80:
+                exp = res & 0x7F
+                ifc.multiplier = 2.0 ** -exp if exp < 64 else 0.0
+            elif res <= 18:
+                ifc.divisor = 10**res
+        elif code == IDB_OPT_TSOFFSET and length >= 8:
+            ifc.offset = struct.unpack_from(endian + "q", value)[0]
+        elif code == IDB_OPT_NAME:
+            ifc.name = value.split(b"\0", 1)[0].decode("utf-8", "replace")[:64]
+        opt += 4 + ((length + 3) & ~3)
+    if not ifc.name:
+        ifc.name = f"if{index}"
+    return ifc
+
