@@ -2,7 +2,8 @@
 
 ``1:`` + base64(SHA1(seed, lower endpoint address, higher endpoint address, proto, 0,
 lower port, higher port)); all integers big-endian. The endpoints are ordered so that both
-directions of a flow hash the same. Computed once per flow, at creation.
+directions of a flow hash the same. Computed once per flow, when its first EVE record is written
+(every flow writes at least its ``flow`` record, so once per flow in practice).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from binascii import b2a_base64
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -18,6 +20,10 @@ if TYPE_CHECKING:
 # Protocols whose 4-tuple carries ports (TCP, UDP, SCTP).
 _PORT_PROTOS = frozenset({6, 17, 132})
 _ICMP = 1
+# seed 0, then per port protocol: protocol, padding byte (the middle of every hashed tuple).
+_SEED0 = b"\x00\x00"
+_PROTO_PAD = {p: bytes((p, 0)) for p in _PORT_PROTOS}
+_PORTS = struct.Struct("!HH")
 _ICMPV6 = 58
 
 # ICMP type -> the type of its reply, for request/reply pairs the spec treats as two-way.
@@ -50,5 +56,17 @@ def community_id(proto: int, src: bytes, dst: bytes, sport: int = 0, dport: int 
 
 
 def flow_community_id(flow: Flow) -> str:
-    """The Community ID of a flow (client -> server orientation does not matter: v1 orders ends)."""
-    return community_id(flow.proto, flow.client, flow.server, flow.cport, flow.sport)
+    """The Community ID of a flow (client -> server orientation does not matter: v1 orders ends).
+
+    TCP, UDP and SCTP (every flow but ICMP and port-less protocols) take a short path: seed 0,
+    the ends ordered, one SHA-1 over one concatenation; :func:`community_id` does the rest.
+    """
+    proto = flow.proto
+    pad = _PROTO_PAD.get(proto)
+    if pad is None:
+        return community_id(proto, flow.client, flow.server, flow.cport, flow.sport)
+    a, b, pa, pb = flow.client, flow.server, flow.cport & 0xFFFF, flow.sport & 0xFFFF
+    if a > b or (a == b and pa > pb):
+        a, b, pa, pb = b, a, pb, pa
+    digest = hashlib.sha1(_SEED0 + a + b + pad + _PORTS.pack(pa, pb), usedforsecurity=False).digest()
+    return "1:" + b2a_base64(digest, newline=False).decode("ascii")
