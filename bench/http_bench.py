@@ -18,6 +18,12 @@ segment-sized writes, SHA-256 + MD5 alone, and for gzip ``zlib`` inflating the s
     python3 bench/http_bench.py [--mbytes 16] [--segment 1448] [--repeat 3]
         [--only cl,chunked,...] [--contexts null,real,recording] [--profile out.prof]
     python3 bench/http_bench.py --memory     # bytes of an idle flow's parser state (tracemalloc)
+    python3 bench/http_bench.py --baseline old_http1.py --only small,mixed --contexts null
+
+``--baseline FILE`` times another copy of ``monitor/applayer/http1.py`` (e.g. ``git show
+HEAD:monitor/applayer/http1.py > /tmp/old_http1.py``) against the working one on the same
+workloads, runs interleaved (baseline, current, baseline, ...): on a shared machine whose load
+drifts, that is the fair before/after; it prints both best times and their ratio.
 
 Workload ``mixed`` is bench/gen.py's HTTP traffic of the mixed capture (multipart Office uploads,
 some chunked; keep-alive gzip / chunked / Content-Length downloads), many flows, one parser each.
@@ -35,6 +41,7 @@ import gc
 import gzip
 import hashlib
 import importlib
+import importlib.util
 import random
 import sys
 import zlib
@@ -277,7 +284,51 @@ def bench_mixed(size: int, args: argparse.Namespace) -> None:
         args.profile = None
 
 
+_HTTP_SPEC = ("monitor.applayer.http1", "HttpParser")
+
+
+def load_baseline(path: str) -> type:
+    """The HttpParser class of another copy of http1.py, loaded beside the working one."""
+    spec = importlib.util.spec_from_file_location("baseline_http1", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_http1"] = module  # (dataclasses look their module up while it loads)
+    spec.loader.exec_module(module)
+    return module.HttpParser  # type: ignore[no-any-return]
+
+
+def parser_class(cls: type) -> None:
+    """Make the registry hand out ``cls`` for HTTP (its cache of imported parser classes)."""
+    registry._factory("http")
+    registry._LOADED[_HTTP_SPEC] = cls
+
+
+def compare(kind: str, fn: Any, args: argparse.Namespace) -> None:
+    """Best CPU time of the baseline parser and of the working one, runs interleaved."""
+    current = registry._factory("http")
+    baseline = load_baseline(args.baseline)
+    times: dict[str, list[float]] = {"baseline": [], "current": []}
+    try:
+        for _ in range(args.repeat):
+            for label, cls in (("baseline", baseline), ("current", current)):
+                parser_class(cls)  # type: ignore[arg-type]
+                times[label].append(best(fn, 1))
+    finally:
+        parser_class(current)  # type: ignore[arg-type]
+    before, after = min(times["baseline"]), min(times["current"])
+    print(f"{kind:<13} {args.contexts:<10} baseline {before:8.4f} s  current {after:8.4f} s  "
+          f"current/baseline {after / before:6.3f}", flush=True)
+
+
 def bench_workload(kind: str, size: int, args: argparse.Namespace) -> None:
+    if args.baseline:
+        if kind == "mixed":
+            flows, _ = build_mixed(size)
+            compare(kind, lambda: run_flows(flows, args.contexts), args)
+        else:
+            steps = segments(build(kind, size)[0], args.segment)
+            compare(kind, lambda: run_http(steps, args.contexts), args)
+        return
     if kind == "mixed":
         bench_mixed(size, args)
         return
@@ -360,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-floors", action="store_true")
     ap.add_argument("--profile", help="write a cProfile of the real-context run of the first workload")
     ap.add_argument("--memory", action="store_true", help="only measure the bytes of an idle flow's parser state")
+    ap.add_argument("--baseline", help="another http1.py to time against the working one (one context)")
     args = ap.parse_args(argv)
+    if args.baseline and "," in args.contexts:
+        ap.error("--baseline compares in one context: pass --contexts null (or real, recording)")
     if args.memory:
         flow_memory()
         return 0

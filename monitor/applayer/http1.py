@@ -32,8 +32,13 @@ Cost (``bench/http_bench.py``, ``docs/benchmarks.md`` "HTTP path"): body bytes n
 the direction's buffer -- a segment inside a Content-Length body is handed to the body as it is,
 and chunk sizes written the usual way (hex digits, CRLF) are parsed where they lie in the segment,
 the chunk data of one segment going on as one piece; only a short undecided tail (a size line
-cut by the segment end) is carried. A header block is parsed once it is complete, in one pass
-when every line is a plain ``Name: value`` CRLF line, otherwise line by line with every
+cut by the segment end) is carried, and a segment inside an identity body is written to its file
+without a call in between. A clean message head at the start of a segment between messages (known
+method or final status, single spaces, plain ``Name: value`` CRLF lines, within the header cap) is
+parsed in one match straight from the segment (``_clean_heads``), the body behind it taken as
+above; any other head goes through the buffer and the state machine. There, a header block is
+parsed once it is complete, in one pass when every line is a plain ``Name: value`` CRLF line,
+otherwise line by line with every
 anomaly above (the same headers either way; a block cut by a gap or the close is read line by
 line as far as it goes). A segment inside a chunk's data goes to the body in one call, as one
 inside a Content-Length body does.
@@ -131,6 +136,17 @@ _CHUNK_LINE = re.compile(rb"([0-9a-fA-F]{1,15})\r\n")
 _HEADER_BLOCK_END = re.compile(rb"\n\r?\n")
 _CLEAN_HEADER_BLOCK = re.compile(rb"(?:[A-Za-z0-9-]+:[^\r\n]*\r\n)+")
 _LOOSE = "~"  # key prefix of headers whose name was only recognisable after removing junk
+# A whole message head as (nearly) every client and server writes it, at the start of a segment:
+# an HTTP/1.0 or 1.1 start line of single-space-separated printable ASCII, plain "Name: value"
+# CRLF header lines (as _CLEAN_HEADER_BLOCK) and the blank CRLF line. Such a head is parsed in one
+# match straight from the segment (HttpParser._clean_heads); anything else -- an unknown method,
+# a 1xx status, a URI or reason with other bytes, bare CR/LF line ends, obs-fold, a head cut by the
+# segment end, one longer than the header cap -- takes the general state machine, which gives the
+# same fields for the heads matched here (tests/monitor/applayer/test_http_head_fastpath.py).
+_CLEAN_REQUEST_HEAD = re.compile(
+    rb"([A-Z][A-Z-]{2,10}) ([!-~]+) (HTTP/1\.[01])\r\n((?:[A-Za-z0-9-]+:[^\r\n]*\r\n)*)\r\n")
+_CLEAN_RESPONSE_HEAD = re.compile(
+    rb"(HTTP/1\.[01]) ([2-9][0-9][0-9])(?: ([!-~][ -~]*)?)?\r\n((?:[A-Za-z0-9-]+:[^\r\n]*\r\n)*)\r\n")
 # A side's header list between messages (issue 6: no empty list kept per idle side): every start
 # line gives the side a fresh list before a header can be appended (_request_line,
 # _response_line), so nothing ever appends to this one; a header-less HTTP/0.9 request hands it
@@ -243,7 +259,7 @@ class _Body:
         if not ce and loose_ce:
             ce = loose_ce
             parser.anomaly("http.content_encoding_obfuscated", direction, tx.tx_id)
-        codings = parse_content_encoding(ce)
+        codings = parse_content_encoding(ce) if ce else []
         if ce and not codings and any(_TOKEN_JUNK.sub("", v.lower()) != "identity" for v in ce):
             codings = ["?"]  # a coding header with an unreadable value: let the body decide
         self.chain = CodingChain(codings, limits_from_config(ctx.config), ctx.stats) if codings else None
@@ -533,15 +549,24 @@ class HttpParser:
         self.ts = ts
         side = self.sides[direction]
         body = side.body
+        pos = 0  # data before pos is consumed by the fast paths below
         if body is not None and side.state in _BODY_STATES and data:
             # Fast path: body bytes (and plain chunk framing) are taken from the segment itself,
             # without passing through the buffer; only what is left goes the general way.
             st = side.state
-            if (st == S_BODY_LEN or st == S_CHUNK_DATA) and side.remaining > len(data) and not side.buf:
+            n = len(data)
+            if (st == S_BODY_LEN or st == S_CHUNK_DATA) and side.remaining > n and not side.buf:
                 # The bulk of a Content-Length body or of a chunk: the segment as it is, one
                 # call (the chunk's end, and what follows it, is further on).
-                side.remaining -= len(data)
-                body.data(data)
+                side.remaining -= n
+                f = body.file
+                if f is not None and body.plain and body.decoded_len + n <= self.body_limit:
+                    # _Body.data's identity branch, inlined (one call less per segment).
+                    body.raw_len += n
+                    body.decoded_len += n
+                    f.write(data)
+                else:
+                    body.data(data)
                 return
             buf = side.buf
             if buf:
@@ -551,9 +576,16 @@ class HttpParser:
                     return
                 data = bytes(buf) + data
                 buf.clear()
-            data = self._body_bytes(side, data)
-            if not data:
+            pos = self._body_bytes(side, data, 0)
+            if pos == len(data):
                 return
+        if side.state == S_LINE and not side.buf and data:
+            # Fast path: clean heads (and the bodies behind them) straight from the segment.
+            pos = self._clean_heads(side, data, pos)
+            if pos == len(data):
+                return
+        if pos:
+            data = data[pos:]  # what the general path takes over
         if side.state == S_DEAD or not data:
             return
         if side.state == S_TUNNEL:
@@ -569,36 +601,122 @@ class HttpParser:
                 return
         self._run(side)
 
-    def _body_bytes(self, side: _Direction, data: bytes) -> bytes:
-        """Consume body bytes (and plain chunk framing) straight from ``data``: whole slices, no
-        copies through the buffer. Returns what is left for the general state machine -- the
-        next message, or framing the chunk loop does not decide."""
+    def _clean_heads(self, side: _Direction, data: bytes, pos: int) -> int:
+        """Clean message heads in ``data`` from ``pos`` on (see ``_CLEAN_REQUEST_HEAD``), each
+        parsed in one match, and the body bytes behind each taken as :meth:`feed` takes them.
+        Called with an empty buffer between messages. Returns where the general path takes
+        over: at the first head that is not clean (or not whole), or after a head whose
+        framing the body fast path does not take (sniffing, a tunnel); ``len(data)`` when
+        nothing is left. Positions, not slices: the rest of a 64 KiB stream chunk is not
+        copied once per message."""
+        request = side.direction == TO_SERVER
+        if request and (side.pending is not None or side.pending_lazy is not None):
+            return pos  # (only a response side keeps a body open; never the case here)
+        pattern = _CLEAN_REQUEST_HEAD if request else _CLEAN_RESPONSE_HEAD
+        size = len(data)
+        while True:
+            m = pattern.match(data, pos)
+            end = m.end() if m is not None else 0
+            # The general path's cap: start line + header block, CRLF of the start line excluded.
+            if m is None or end - pos - 2 > self.max_header:
+                return pos
+            if request:
+                method = m.group(1).decode("ascii")
+                if method not in METHODS:
+                    return pos  # (anomaly and junk handling: the general path)
+                self._clean_request(side, method, m.group(2), m.group(3))
+            else:
+                if side.pending is not None or side.pending_lazy is not None:
+                    # The status line ends the previous response (as _stray_response_bytes).
+                    self._finish_pending(side)
+                self._clean_response(side, m.group(1), int(m.group(2)), m.group(3))
+            self._clean_header_block(side, m.group(4), end - pos)
+            pos = end
+            if pos == size:
+                return pos
+            st = side.state
+            if st == S_LINE:
+                continue
+            if st == S_HOLD:
+                # CONNECT: the client's bytes wait in the buffer for the answer (unchecked
+                # against _CONNECT_HOLD until the next segment, as the general path).
+                side.buf += memoryview(data)[pos:]
+                return size
+            if side.body is None or st not in _BODY_STATES:
+                return pos
+            pos = self._body_bytes(side, data, pos)
+            if pos == size or side.state != S_LINE or side.buf:
+                return pos
+
+    def _clean_request(self, side: _Direction, method: str, uri: bytes, protocol: bytes) -> None:
+        """:meth:`_request_line` for a clean request line (known method, three parts)."""
+        self._finish_pending(self.sides[TO_CLIENT])
+        tx = self._new_tx()
+        tx.has_request = True
+        tx.method = method
+        tx.uri = uri.decode("ascii")
+        tx.protocol = protocol.decode("ascii")
+        side.tx = tx
+        self.awaiting.append(tx)
+        side.junk = 0
+
+    def _clean_response(self, side: _Direction, protocol: bytes, code: int, reason: bytes | None) -> None:
+        """:meth:`_response_line` for a clean status line (a final status, 200-999)."""
+        tx = self._response_tx()
+        side.tx = tx
+        side.status = code
+        tx.status = code
+        tx.resp_protocol = protocol.decode("ascii")
+        tx.status_text = reason.decode("ascii") if reason else ""
+
+    def _clean_header_block(self, side: _Direction, block: bytes, head_len: int) -> None:
+        """:meth:`_header_block` for the header lines of a clean head (``block``: every line
+        with its CRLF, the blank line excluded), then the message is framed."""
+        side.header_bytes = head_len - 2
+        side.line_by_line = False
+        side.block_scanned = 0
+        side.nocolon = False
+        headers: list[tuple[str, str]] = []
+        if block:
+            text = block[:-2].decode("latin-1")
+            if "chunk" in text.lower():
+                side.chunk_hint = True
+            for line in text.split("\r\n"):
+                name, _, value = line.partition(":")
+                headers.append((name.lower(), value.strip(" \t")))
+        side.headers = headers
+        self._headers_done(side)
+
+    def _body_bytes(self, side: _Direction, data: bytes, pos: int) -> int:
+        """Consume body bytes (and plain chunk framing) straight from ``data`` at ``pos``: whole
+        slices, no copies through the buffer. Returns where the general state machine takes
+        over -- the next message, or framing the chunk loop does not decide."""
         body = side.body
         assert body is not None
         st = side.state
+        size = len(data)
         if st == S_BODY_LEN:
             n = side.remaining
-            end = len(data)
-            if n > end:
-                body.data(data)
-                side.remaining = n - end
-                return b""
-            body.data(data if n == end else data[:n])
+            if n > size - pos:
+                body.data(data[pos:] if pos else data)
+                side.remaining = n - (size - pos)
+                return size
+            body.data(data if pos == 0 and n == size else data[pos:pos + n])
             side.remaining = 0
             self._end_message(side, complete=True)
-            return data[n:]
+            return pos + n
         if st == S_BODY_CLOSE:
-            body.data(data)
-            return b""
-        return self._chunked_bytes(side, body, data)
+            body.data(data[pos:] if pos else data)
+            return size
+        return self._chunked_bytes(side, body, data, pos)
 
-    def _chunked_bytes(self, side: _Direction, body: _Body, data: bytes) -> bytes:
+    def _chunked_bytes(self, side: _Direction, body: _Body, data: bytes, pos: int) -> int:
         """Chunk sizes as servers write them (hex digits, CRLF) and chunk data, within one
-        segment; the data of all chunks in the segment is handed on as one piece. Anything else
-        (the last chunk and trailers, extensions, odd line ends) is left to the general path."""
+        segment from ``pos``; the data of all chunks in the segment is handed on as one piece.
+        Anything else (the last chunk and trailers, extensions, odd line ends) is left to the
+        general path (the position it starts at is returned)."""
         pieces: list[bytes] = []
         end = len(data)
-        pos = 0
         while pos < end:
             st = side.state
             if st == S_CHUNK_DATA:
@@ -634,7 +752,7 @@ class HttpParser:
                 break
         if pieces:
             body.data(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-        return data[pos:] if pos else data
+        return pos
 
     def gap(self, direction: int, length: int, ts: float) -> None:
         self.ts = ts
@@ -1299,6 +1417,8 @@ class HttpParser:
             v = values[0]
             if len(v) <= 18 and v.isdigit() and v.isascii():
                 return int(v)  # one plain value below 10**18 (< _MAX_CL): nothing to report
+        elif not values:
+            return None  # no Content-Length (most requests)
         return self._content_length_general(side, tx, values)
 
     def _content_length_general(self, side: _Direction, tx: Transaction, values: list[str]) -> int | None:
