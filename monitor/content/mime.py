@@ -141,6 +141,21 @@ class _Shared:
             self.stats.incr("mime.cap_hit", cap=name)
 
 
+def _has_long_line(data: bytes, start: int, end: int, limit: int) -> bool:
+    """Whether a line of ``data[start:end]`` (split at LF) is longer than ``limit`` bytes.
+
+    Jumps from line start to the last LF within ``limit + 1`` bytes (one C ``rfind`` per ~``limit``
+    bytes) instead of splitting every line into an object: a line starting at ``p`` is too long
+    exactly when ``data[p : p + limit + 1]`` holds no LF."""
+    p = start
+    while end - p > limit:
+        q = data.rfind(b"\n", p, p + limit + 1)
+        if q == -1:
+            return True
+        p = q + 1
+    return False
+
+
 class MimeParser:
     """Streaming parser of one message (see the module docstring)."""
 
@@ -493,7 +508,8 @@ class MimeParser:
                 # Lines wholly inside one chunk are measured in a message's first megabyte only;
                 # lines longer than a chunk are always caught by the running length.
                 self._sh.line_checked += last - nl
-                longest = max(longest, max(map(len, data[nl + 1 : last].split(b"\n"))))
+                if _has_long_line(data, nl + 1, last, RFC5322_LINE + 1):
+                    longest = RFC5322_LINE + 2
             self._line_len = len(data) - last - 1
             if longest > RFC5322_LINE + 1:
                 self._sh.anomaly("mime.long_line", once=True)
@@ -571,7 +587,15 @@ class MimeParser:
 
         The open boundaries themselves are searched for (``\n--boundary``: a long needle, found
         three times faster than ``\n--``, and text has many ``--`` lines); near the end of the
-        buffer any ``--`` line may still grow into a delimiter, so there ``\n--`` is enough."""
+        buffer any ``--`` line may still grow into a delimiter, so there ``\n--`` is enough.
+
+        Every candidate has a "-" right after its line break, so the searches start at the first
+        "-" (one ``memchr``): a base64 body has none, and the needle searches, ten times slower
+        per byte, then skip it whole."""
+        dash = buf.find(b"-", pos + 1)
+        if dash == -1:
+            return -1
+        pos = dash - 1
         best = -1
         for needle in self._needles:
             i = buf.find(needle, pos)

@@ -15,6 +15,7 @@ then encoded words are decoded by :func:`decode_words`:
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -90,6 +91,8 @@ def decode_header(raw: bytes) -> str:
 
 def _split_params(value: str) -> list[str]:
     """Split at ';' outside quoted strings."""
+    if '"' not in value:
+        return value.split(";")  # no quoted string: every ';' separates (the loop agrees)
     parts: list[str] = []
     cur: list[str] = []
     quoted = False
@@ -113,10 +116,14 @@ def _split_params(value: str) -> list[str]:
     return parts
 
 
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
 def _unquote(v: str) -> str:
     v = v.strip()
     if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", v[1:-1])
+        inner = v[1:-1]
+        return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
     if v.startswith('"'):  # unterminated quote: take what is there
         return v[1:]
     return v
@@ -132,6 +139,23 @@ def parse_params(value: str, max_params: int = 64) -> tuple[str, dict[str, str]]
     in index order; a plain ``name`` is used only when no ``name*`` form is present. Values are
     RFC 2047-decoded too (mailers put encoded words in ``filename="=?UTF-8?B?...?="``).
     """
+    if len(value) <= _PARAMS_CACHED_LEN:
+        # The same short values recur part after part ('text/plain; charset="utf-8"',
+        # 'attachment; filename="data.zip"'): parsed once; each caller gets its own dict.
+        main, params = _parse_params_cached(value, max_params)
+        return main, dict(params)
+    return _parse_params(value, max_params)
+
+
+_PARAMS_CACHED_LEN = 200  # longer values (rare; hostile ones) are parsed every time, never kept
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_params_cached(value: str, max_params: int) -> tuple[str, dict[str, str]]:
+    return _parse_params(value, max_params)
+
+
+def _parse_params(value: str, max_params: int) -> tuple[str, dict[str, str]]:
     parts = _split_params(unfold(value)[: MAX_VALUE * 4])
     main = parts[0].strip().lower()
     plain: dict[str, str] = {}
@@ -180,6 +204,9 @@ def _join_rfc2231(sections: list[tuple[int, bool, str]]) -> str:
 
 def split_addresses(value: str, max_items: int = 100) -> list[str]:
     """Split an address list at commas outside quotes, angle brackets and comments."""
+    if "," not in value:  # one address (the usual To:): nothing to split, the loop agrees
+        item = value.strip()
+        return [item] if item and max_items > 0 else []
     items: list[str] = []
     cur: list[str] = []
     quoted = False
