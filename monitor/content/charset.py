@@ -26,8 +26,12 @@ import re
 SAMPLE = 64 << 10
 
 _ISO2022_ESC = re.compile(rb"\x1b(?:\$[@B]|\$\(D|\([BJI])")
-# NUL first: binary data usually has one early, so the scan below ends at once.
-_CONTROL_BYTES = tuple(bytes([b]) for b in (0, *range(1, 9), *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F))
+# NUL first: binary data usually has one early, so the memchr scan below ends at once.
+_CONTROL_BYTES = (0, *range(1, 9), *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F)
+# Every byte value but those: bytes.translate deletes them and leaves only the control bytes.
+_NOT_CONTROL = bytes(sorted(set(range(256)).difference(_CONTROL_BYTES)))
+# Up to this sample size one translate pass beats 28 memchr calls (each has a fixed cost).
+_TRANSLATE_MAX = 2048
 _EUC_KANA = re.compile(rb"[\xa4\xa5][\xa1-\xf6]")
 _SJIS_KANA = re.compile(rb"\x82[\x9f-\xf1]|\x83[\x40-\x96]")
 
@@ -46,7 +50,7 @@ def _decodes(data: bytes, codec: str) -> bool:
 
 def _utf16_without_bom(data: bytes) -> str | None:
     sample = data[: 4096 & ~1]
-    if len(sample) < 4:
+    if len(sample) < 4 or 0 not in sample:  # no NUL at all: neither column test below can pass
         return None
     even_nul = sample[0::2].count(0)
     odd_nul = sample[1::2].count(0)
@@ -62,9 +66,15 @@ _PLAUSIBLE = re.compile("[\t\n\r\x20-\x7e\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef
 
 
 def _has_control(sample: bytes) -> bool:
-    """A byte of ``[\\x00-\\x08\\x0e-\\x1a\\x1c-\\x1f\\x7f]`` in ``sample``: one memchr per byte
-    value, about ten times cheaper than a regex character class over 64 KiB of text."""
-    return any(b in sample for b in _CONTROL_BYTES)
+    """A byte of ``[\\x00-\\x08\\x0e-\\x1a\\x1c-\\x1f\\x7f]`` in ``sample``.
+
+    Short samples (most bodies): one ``translate`` pass that deletes every other byte value.
+    Longer ones: one memchr per byte value (an int operand: no buffer protocol per call), ten
+    times cheaper than a regex character class over 64 KiB and about twice a translate pass.
+    """
+    if len(sample) <= _TRANSLATE_MAX:
+        return bool(sample.translate(None, _NOT_CONTROL))
+    return any(map(sample.__contains__, _CONTROL_BYTES))
 
 
 # High bytes of the code units _PLAUSIBLE accepts: U+0009..U+007E, U+3000..U+30FF,
@@ -129,12 +139,8 @@ def _guess(data: bytes, want_text: bool) -> tuple[str | None, str | None]:
     UTF-8 test below had it for free (else None: the caller decodes)."""
     if not data:
         return None, None
-    if data.startswith(b"\xef\xbb\xbf"):
-        return "utf-8", None
-    if data.startswith(b"\xff\xfe"):
-        return "utf-16-le", None
-    if data.startswith(b"\xfe\xff"):
-        return "utf-16-be", None
+    if data.startswith(_BOMS):
+        return _codec_of_bom(data), None
     sample = data[:SAMPLE]
     utf16 = _utf16_without_bom(sample)
     if utf16:
@@ -157,6 +163,15 @@ def _guess(data: bytes, want_text: bool) -> tuple[str | None, str | None]:
         if _decodes(sample, "utf-8"):
             return "utf-8", None
     return _legacy(sample, control), None
+
+
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
+def _codec_of_bom(data: bytes) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        return "utf-8"
+    return "utf-16-le" if data.startswith(b"\xff\xfe") else "utf-16-be"
 
 
 def _legacy(sample: bytes, control: bool) -> str | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import lzma
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 from monitor.config import ContentConfig
@@ -51,20 +51,13 @@ def detect_format(data: bytes, name: str = "", mime: str | None = None) -> str |
         # The app layer splits these into parts itself; sniffing would find a part's PDF header
         # inside the first KiB (below) and extract the same document twice under the wrong path.
         return None
-    head = data[:8]
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
-        return "zip"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head.startswith(OLE_MAGIC):
-        return "ole"
-    if head.startswith(b"BZh") and data[4:10] == b"1AY&SY":
-        return "bzip2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
+    if data.startswith(_LEADING_MAGIC):  # most files have none: one test instead of five
+        fmt = _leading_magic_format(data)
+        if fmt is not None:
+            return fmt
     if data[257:262] == b"ustar":
         return "tar"
-    if b"%PDF-" in data[:1024]:
+    if data.find(b"%PDF-", 0, 1024) >= 0:  # b"%PDF-" in data[:1024], without the copy
         return "pdf"
     lname = name.lower()
     if (lname.endswith(".tar") or "x-tar" in mime) and len(data) >= 512:
@@ -72,6 +65,24 @@ def detect_format(data: bytes, name: str = "", mime: str | None = None) -> str |
     if mime.startswith("text/") or lname.endswith(_TEXT_NAMES) or _looks_textual(data):
         return "text"
     return None
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_LEADING_MAGIC = (*_ZIP_MAGIC, b"\x1f\x8b", OLE_MAGIC, b"BZh", b"\xfd7zXZ\x00")
+
+
+def _leading_magic_format(data: bytes) -> str | None:
+    if data.startswith(_ZIP_MAGIC):
+        return "zip"
+    if data.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if data.startswith(OLE_MAGIC):
+        return "ole"
+    if data.startswith(b"BZh") and data[4:10] == b"1AY&SY":
+        return "bzip2"
+    if data.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    return None  # "BZh" without the bzip2 block magic: the checks below decide
 
 
 def _looks_textual(data: bytes) -> bool:
@@ -82,15 +93,28 @@ def _looks_textual(data: bytes) -> bool:
 def extract(
     data: bytes, *, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats
 ) -> Iterator[Member | Text | Notice]:
-    """Members, text and notices of one file (see the module docstring). Never raises."""
-    budget = Budget(limits, stats, len(data), deadline=time.thread_time() + EXTRACT_SECONDS)
+    """Members, text and notices of one file (see the module docstring). Never raises.
+
+    Lazy like a generator: nothing runs before the first item is asked for."""
+    return _items(data, name, mime, depth, limits, stats, None)
+
+
+def _items(
+    data: bytes, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats, known: str | None
+) -> Iterator[Item]:
+    """extract()'s body; ``known`` is detect_format's answer when the caller has it already."""
     fmt = "unknown"
     try:
         if depth > limits.max_depth:
-            raise budget.fail("depth", f"nesting deeper than {limits.max_depth}")
-        fmt = detect_format(data, name, mime) or "unknown"
+            raise Budget(limits, stats, len(data)).fail("depth", f"nesting deeper than {limits.max_depth}")
+        fmt = known or detect_format(data, name, mime) or "unknown"
+        if fmt == "text":
+            # Text never checks the CPU-time budget: no clock read (a system call) for it.
+            yield from _text(data, name, depth, Budget(limits, stats, len(data)))
+            return
         handler = _HANDLERS.get(fmt)
         if handler is not None:
+            budget = Budget(limits, stats, len(data), deadline=time.thread_time() + EXTRACT_SECONDS)
             yield from handler(data, name, depth, budget)
     except CapHit as e:
         yield Notice(NOTICE_OF_CAP.get(e.cap, "truncated"), e.detail)
@@ -216,20 +240,21 @@ def _ole(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
     yield from ole_items(data, budget)
 
 
-def _text(data: bytes, name: str, depth: int, budget: Budget) -> Iterator[Item]:
+def _text(data: bytes, name: str, depth: int, budget: Budget) -> tuple[Item, ...]:
+    # A tuple, not a generator: one decoding gives at most two items, nothing to stream.
     decoded = charset.decode(data)
     if decoded is None:
-        return
+        return ()
     cs, text, utf8 = decoded
     _decoded(budget, "text")
     text, clipped = budget.clip_text(text)
-    if text:
-        yield Text(text, f"text:{cs}", None if clipped else utf8)
-    if clipped:
-        yield Notice("truncated", "text cap reached")
+    if not clipped:
+        return (Text(text, f"text:{cs}", utf8),) if text else ()
+    notice = Notice("truncated", "text cap reached")
+    return (Text(text, f"text:{cs}", None), notice) if text else (notice,)
 
 
-_HANDLERS: dict[str, Callable[[bytes, str, int, Budget], Iterator[Item]]] = {
+_HANDLERS: dict[str, Callable[[bytes, str, int, Budget], Iterable[Item]]] = {
     "zip": _zip,
     "gzip": _single("gzip", gunzip),
     "bzip2": _single("bzip2", _bunzip2),
@@ -312,10 +337,18 @@ class ExtractCache:
     def extract(
         self, data: bytes, *, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats
     ) -> Iterator[Member | Text | Notice]:
-        """``extract()`` with the same items and counters, from the cache when it can."""
-        if self.max_bytes <= 0 or not self._cacheable(data, name, mime):
-            yield from extract(data, name=name, mime=mime, depth=depth, limits=limits, stats=stats)
-            return
+        """``extract()`` with the same items and counters, from the cache when it can (lazy too).
+
+        A plain function, not a generator: a file the cache does not keep goes straight to
+        extract()'s iterator, with no generator of its own in between."""
+        fmt = self._cacheable(data, name, mime) if self.max_bytes > 0 else None
+        if fmt is None:
+            return _items(data, name, mime, depth, limits, stats, None)
+        return self._cached(data, name, mime, depth, limits, stats, fmt)
+
+    def _cached(
+        self, data: bytes, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats, fmt: str
+    ) -> Iterator[Item]:
         key = (data, depth, limits)
         hit = self._entries.get(key)
         if hit is not None:
@@ -328,17 +361,19 @@ class ExtractCache:
             return
         recorder = _RecordingStats(stats)
         items = []
-        for item in extract(data, name=name, mime=mime, depth=depth, limits=limits, stats=cast(Stats, recorder)):
+        for item in _items(data, name, mime, depth, limits, cast(Stats, recorder), fmt):
             items.append(item)
             yield item
         if any(c == "content.cap" and labels.get("cap") == "time" for c, _, labels in recorder.calls):
             return
         self._put(key, items, recorder.calls)
 
-    def _cacheable(self, data: bytes, name: str, mime: str | None) -> bool:
-        if len(data) > self.max_input or not (data.startswith(_CACHED_MAGIC) or b"%PDF-" in data[:1024]):
-            return False
-        return detect_format(data, name, mime) in _CACHED_FORMATS  # cheap with these magic bytes
+    def _cacheable(self, data: bytes, name: str, mime: str | None) -> str | None:
+        """The format of a file the cache keeps (zip, ole, pdf), else None."""
+        if len(data) > self.max_input or not (data.startswith(_CACHED_MAGIC) or data.find(b"%PDF-", 0, 1024) >= 0):
+            return None
+        fmt = detect_format(data, name, mime)  # cheap with these magic bytes
+        return fmt if fmt in _CACHED_FORMATS else None
 
     def _put(self, key: tuple[Any, ...], items: list[Item], calls: list[tuple[str, int, dict[str, Any]]]) -> None:
         size = len(key[0]) + 256 + sum(_held(i) for i in items)

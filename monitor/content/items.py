@@ -21,7 +21,7 @@ class Member:
     truncated: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Text:
     """Searchable text from one place of a document (``zip:word/document.xml``, ``pdf:page3``).
 
@@ -33,6 +33,11 @@ class Text:
     text: str
     where: str
     utf8: bytes | None = field(default=None, compare=False, repr=False)
+
+    def __init__(self, text: str, where: str, utf8: bytes | None = None) -> None:
+        # The generated frozen __init__ sets each field through object.__setattr__; one dict
+        # update is half the cost, and every text file makes one Text. Still frozen afterwards.
+        self.__dict__.update(text=text, where=where, utf8=utf8)
 
     def encoded(self) -> bytes:
         """``text`` in UTF-8."""

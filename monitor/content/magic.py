@@ -27,12 +27,31 @@ _MAGIC: list[tuple[bytes, int, str]] = [
 
 HEAD_BYTES = 512
 
+# The magic numbers at offset 0, for one startswith() that tells whether the table can match at
+# all (most heads match nothing); when it may, the table is walked in order as before.
+_AT_START = tuple(magic for magic, offset, _ in _MAGIC if offset == 0)
+_AT_OFFSET = [(magic, offset) for magic, offset, _ in _MAGIC if offset]
+# Bytes that are not plain text: ASCII controls other than tab, LF and CR. translate() deletes
+# every other byte value, so what is left is the controls.
+_BINARY_CONTROLS = bytes(b for b in range(0x20) if b not in (9, 10, 13))
+_NOT_BINARY = bytes(sorted(set(range(256)).difference(_BINARY_CONTROLS)))
+
+
+def _may_have_magic(head: bytes) -> bool:
+    if head.startswith(_AT_START):
+        return True
+    for magic, offset in _AT_OFFSET:
+        if head[offset : offset + len(magic)] == magic:
+            return True
+    return False
+
 
 def detect_type(head: bytes) -> str | None:
     """MIME type guessed from the first bytes, or None when unknown."""
-    for magic, offset, mime in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            return mime
+    if _may_have_magic(head):
+        for magic, offset, mime in _MAGIC:
+            if head[offset : offset + len(magic)] == magic:
+                return mime
     stripped = head.lstrip()[:64].lower()
     if stripped.startswith((b"<!doctype html", b"<html")):
         return "text/html"
@@ -40,6 +59,6 @@ def detect_type(head: bytes) -> str | None:
         return "application/xml"
     if stripped.startswith((b"{", b"[")):
         return "application/json"
-    if head and all(b >= 0x20 or b in (9, 10, 13) for b in head[:256] if b < 0x80):
+    if head and not head[:256].translate(None, _NOT_BINARY):
         return "text/plain"
     return None

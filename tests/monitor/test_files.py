@@ -14,12 +14,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.config import default_config, load_config
+from monitor.content.magic import detect_type
 from monitor.errors import ConfigError
 from monitor.files import (
     HASH_BLOCK,
     HASH_NAMES,
+    SMALL_WRITE,
     STATE_CLOSED,
     STATE_ERROR,
     STATE_TRUNCATED,
@@ -237,3 +241,120 @@ def test_default_replay_reports_sha256_and_no_md5(tmp_path: Path) -> None:
     hashed = [i for i in infos if i["state"] == STATE_CLOSED]
     assert hashed and all(len(i["sha256"]) == 64 for i in hashed)
     assert not any("md5" in i or "sha1" in i for i in infos)
+
+
+# -- the buffer kept as written pieces, against a model of one growing bytearray -----------------
+
+class Model:
+    """What a FileObject reports, computed the plain way: every byte in one bytearray, hashlib
+    over everything written, the head cut from the first writes."""
+
+    def __init__(self, max_buffer: int) -> None:
+        self.max_buffer = max_buffer
+        self.written = bytearray()
+        self.buffer: bytearray | None = bytearray()
+        self.head = b""
+        self.size = self.missing = 0
+        self.gap = self.overflow = False
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.size < 512:
+            self.head += data[: 512 - self.size]
+        self.size += len(data)
+        self.written += data
+        if self.buffer is not None:
+            if len(self.buffer) + len(data) <= self.max_buffer:
+                self.buffer += data
+            else:
+                self.buffer = None
+                self.overflow = True
+
+    def hole(self, length: int) -> None:
+        self.size += length
+        self.missing += length
+        self.gap = True
+        self.buffer = None
+
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("write"), st.integers(0, 3 * SMALL_WRITE), st.sampled_from(["bytes", "bytearray", "view"])),
+    st.tuples(st.just("big"), st.integers(HASH_BLOCK - 2, HASH_BLOCK + 2), st.just("bytes")),
+    st.tuples(st.just("gap"), st.integers(1, 50), st.just("")),
+    st.tuples(st.just("drop"), st.just(0), st.just("")),
+), max_size=40)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(OPS, st.sampled_from([0, 700, 5000, HASH_BLOCK + 100, 4 * HASH_BLOCK]),
+       st.sampled_from([None, STATE_TRUNCATED, STATE_ERROR]), st.integers(0, 2**32))
+def test_pieces_give_the_content_hashes_head_and_caps_of_one_bytearray(ops, max_buffer, close_as, seed) -> None:
+    rng = random.Random(seed)
+    lst = Listener()
+    f = FileObject(None, 0, max_buffer=max_buffer, hashes=BOTH, listener=lst)
+    m = Model(max_buffer)
+    calls: list[tuple[str, int]] = []
+    for op, n, kind in ops:
+        if op in ("write", "big"):
+            source = bytearray(rng.randbytes(n))
+            data = bytes(source) if kind == "bytes" else source if kind == "bytearray" else memoryview(source)
+            f.write(data)
+            m.write(bytes(source))
+            source[:] = b"\xee" * n  # the caller reuses its buffer: what was written must not change
+            if n:
+                calls.append(("data", n))
+        elif op == "gap":
+            f.gap(n)
+            m.hole(n)
+            calls.append(("gap", n))
+        else:
+            f.buffer = None
+            m.buffer = None
+        assert f.buffer == (None if m.buffer is None else bytes(m.buffer))
+    f.close(close_as)
+    calls.append(("close", m.size))
+    clean = close_as is None and not m.gap
+    assert f.state == (STATE_CLOSED if clean else close_as or STATE_TRUNCATED)
+    assert (f.size, f.missing_bytes, f.buffer_overflow) == (m.size, m.missing, m.overflow)
+    assert f.detected_type == detect_type(m.head)
+    assert f.sha256 == (hashlib.sha256(m.written).hexdigest() if clean else None)
+    assert f.md5 == (hashlib.md5(m.written).hexdigest() if clean else None)  # noqa: S324
+    assert f.content() == (bytes(m.buffer) if clean and m.buffer is not None else None)
+    assert lst.calls == calls
+
+
+def test_a_file_written_in_one_piece_is_never_copied() -> None:
+    data = random.Random(1).randbytes(SMALL_WRITE + 1)
+    f = FileObject(None, 0)
+    f.write(data)
+    f.close()
+    assert f.content() is data and f.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_tiny_writes_share_one_piece() -> None:
+    f = FileObject(None, 0)
+    for i in range(10_000):
+        f.write(bytes([i % 256]))
+    assert len(f._chunks or ()) == 1  # noqa: SLF001 - no object per byte written
+    f.write(b"x" * SMALL_WRITE)
+    f.write(b"y")
+    assert len(f._chunks or ()) == 3  # noqa: SLF001
+    f.close()
+    expected = bytes(i % 256 for i in range(10_000)) + b"x" * SMALL_WRITE + b"y"
+    assert f.content() == expected and f.sha256 == hashlib.sha256(expected).hexdigest()
+
+
+def test_small_writes_past_a_hash_block_are_hashed_once_each() -> None:
+    # The shared bytearray is hashed when HASH_BLOCK bytes wait; later small writes go to a new
+    # one (appending to the hashed one would leave them out of the hash).
+    rng = random.Random(3)
+    pieces = [rng.randbytes(rng.randint(1, SMALL_WRITE - 1)) for _ in range(3 * HASH_BLOCK // 200)]
+    f = FileObject(None, 0, hashes=BOTH)
+    for p in pieces:
+        f.write(p)
+    f.close()
+    expected = b"".join(pieces)
+    assert len(expected) > 2 * HASH_BLOCK
+    assert f.content() == expected
+    assert (f.sha256, f.md5) == (hashlib.sha256(expected).hexdigest(), hashlib.md5(expected).hexdigest())  # noqa: S324

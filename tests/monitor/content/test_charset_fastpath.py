@@ -1,6 +1,7 @@
 """charset.guess/decode with their fast paths against the reference implementation.
 
-The fast paths: one memchr per control byte instead of a regex, a high-byte prefilter before
+The fast paths: a translate pass (short samples) or one memchr per control byte (long ones)
+instead of a regex, a NUL test before the UTF-16 column counts, a high-byte prefilter before
 the UTF-16 plausibility decoding, and (decode) one strict UTF-8 decoding of all the data that
 also answers the UTF-8 test. Same codec as the reference on every input; decode's text is the
 data decoded with that codec ("replace"), and its UTF-8 bytes, when given, are that text.
@@ -9,6 +10,7 @@ data decoded with that codec ("replace"), and its UTF-8 bytes, when given, are t
 from __future__ import annotations
 
 import random
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -87,3 +89,28 @@ def test_large_samples_and_data_beyond_the_sample():
     check(ascii_then_utf8)
     assert charset.decode(ascii_then_utf8)[2] is None  # not ASCII past the sample: encoded anew
     assert charset.decode("情報".encode())[2] == "情報".encode()
+
+
+# The control-byte test two ways (translate for short samples, memchr per byte value for long
+# ones) against a regex over the same class, on both sides of the size where they switch.
+CONTROL_CLASS = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+NEAR_SWITCH = st.integers(0, 2 * charset._TRANSLATE_MAX + 3)  # noqa: SLF001
+
+
+@SETTINGS
+@given(NEAR_SWITCH, st.sampled_from([None, *range(0x20), 0x7F, 0x80, 0xFF]), st.integers(0, 10**6), st.booleans())
+def test_control_byte_test_equals_a_regex_at_every_sample_size(size, planted, where, japanese):
+    filler = ("保護すべき情報 abc\r\n\t\x1b" if japanese else "plain text,\r\n\t\x1b").encode()
+    data = (filler * (size // len(filler) + 1))[:size]
+    if planted is not None and size:
+        pos = where % size
+        data = data[:pos] + bytes([planted]) + data[pos + 1 :]
+    assert charset._has_control(data) == (CONTROL_CLASS.search(data) is not None)  # noqa: SLF001
+    check(data)
+
+
+@SETTINGS
+@given(st.binary(min_size=charset._TRANSLATE_MAX - 8, max_size=3 * charset._TRANSLATE_MAX))  # noqa: SLF001
+def test_random_bytes_past_the_translate_size(data):
+    assert charset._has_control(data) == (CONTROL_CLASS.search(data) is not None)  # noqa: SLF001
+    check(data)
