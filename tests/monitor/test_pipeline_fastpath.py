@@ -53,6 +53,26 @@ class RecordingPipeline(Pipeline):
 UNCHUNKED = dataclasses.replace(Config(), stream=dataclasses.replace(StreamConfig(), chunk_size=0))
 
 
+def observed(events: list[Event], stats: Stats) -> tuple[list, dict]:
+    """Events as comparable values (file ids renumbered per run, stats without timing) and the
+    counters (signature loading differs between two pipelines of one process)."""
+    seen = []
+    file_ids: dict[str, str] = {}
+
+    def file_id(m: re.Match[str]) -> str:  # a per-process counter: renumbered per run
+        return m.group(1) + file_ids.setdefault(m.group(2), str(len(file_ids)))
+
+    for ev in events:
+        body = ev.body
+        if ev.event_type == "stats":
+            body = {k: v for k, v in body["stats"].items() if k not in ("uptime", "signatures")}
+        seen.append((ev.event_type, ev.ts, ev.direction, ev.pcap_cnt, ev.tx_id,
+                     None if ev.flow is None else ev.flow.flow_id, _FILE_ID.sub(file_id, dumps(body))))
+    counters = {k: v for k, v in stats.counters.items()
+                if not (k[0] if isinstance(k, tuple) else k).startswith("signatures.")}
+    return seen, counters
+
+
 def _run(frames: list[RawPacket], fast: bool) -> tuple[list, list, dict]:
     stats = Stats()
     pipeline = RecordingPipeline(UNCHUNKED, stats=stats, eve_path="", replay=True, evidence=False)
@@ -65,21 +85,7 @@ def _run(frames: list[RawPacket], fast: bool) -> tuple[list, list, dict]:
         # A fresh RawPacket per run: the pipeline may keep references (evidence, events).
         pipeline.process(RawPacket(raw.ts, raw.linktype, raw.data, raw.pcap_cnt, raw.iface, raw.wire_len))
     pipeline.finish()
-    seen = []
-    file_ids: dict[str, str] = {}
-
-    def file_id(m: re.Match[str]) -> str:  # a per-process counter: renumbered per run
-        return m.group(1) + file_ids.setdefault(m.group(2), str(len(file_ids)))
-
-    for ev in events:
-        body = ev.body
-        if ev.event_type == "stats":
-            # Signature loading (time, cache hit) differs between two pipelines of one process.
-            body = {k: v for k, v in body["stats"].items() if k not in ("uptime", "signatures")}
-        seen.append((ev.event_type, ev.ts, ev.direction, ev.pcap_cnt, ev.tx_id,
-                     None if ev.flow is None else ev.flow.flow_id, _FILE_ID.sub(file_id, dumps(body))))
-    counters = {k: v for k, v in stats.counters.items()
-                if not (k[0] if isinstance(k, tuple) else k).startswith("signatures.")}
+    seen, counters = observed(events, stats)
     return pipeline.handed, seen, counters
 
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import mmap
 import random
-import re
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from alerts.eve import dumps
 from monitor.capture.afpacket import (
     _BLOCK_STATUS,
     _SLL_PKTTYPE,
@@ -37,9 +35,9 @@ from monitor.flow.table import FlowIds
 from monitor.model import LINKTYPE_ETHERNET, RawPacket
 from monitor.pipeline import Pipeline
 from monitor.stats import Stats
+from tests.monitor.test_pipeline_fastpath import observed
 
 ROOT = Path(__file__).resolve().parents[3]
-_FILE_ID = re.compile(r'("(?:parent_)?file_id":)(\d+)')
 BLOCK_SIZE = 1 << 17
 _MAC_OFF = 82  # where the kernel puts an Ethernet frame after a V3 header (net offset aligned)
 
@@ -111,20 +109,7 @@ def _pipeline() -> tuple[RecordingPipeline, Stats, list[Event]]:
 
 def _outcome(pipeline: RecordingPipeline, stats: Stats, events: list[Event]) -> tuple:
     pipeline.finish()
-    seen = []
-    file_ids: dict[str, str] = {}
-
-    def file_id(m: re.Match[str]) -> str:
-        return m.group(1) + file_ids.setdefault(m.group(2), str(len(file_ids)))
-
-    for ev in events:
-        body = ev.body
-        if ev.event_type == "stats":
-            body = {k: v for k, v in body["stats"].items() if k not in ("uptime", "signatures")}
-        seen.append((ev.event_type, ev.ts, ev.direction, ev.pcap_cnt, ev.tx_id,
-                     None if ev.flow is None else ev.flow.flow_id, _FILE_ID.sub(file_id, dumps(body))))
-    counters = {k: v for k, v in stats.counters.items()
-                if not (k[0] if isinstance(k, tuple) else k).startswith("signatures.")}
+    seen, counters = observed(events, stats)
     return pipeline.handed, seen, counters, pipeline.pcap_cnt
 
 
