@@ -242,7 +242,9 @@ def test_dead_receivers_delay_the_packet_path_by_nothing(black_hole, tmp_path):
         mgr.close()
         return statistics.median(durations)
     base, dead = per_call(None), per_call(n)
-    assert dead < base * 1.5 + 0.0005, (base, dead)
+    # A receiver that held the packet path would cost its 30 s timeout; the margin only absorbs
+    # the scheduling noise of the report threads running beside the measured calls.
+    assert dead < base * 2 + 0.002, (base, dead)
     t = time.perf_counter()
     n.close(timeout=0.1)
     assert time.perf_counter() - t < 3
