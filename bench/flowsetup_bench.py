@@ -25,7 +25,6 @@ import gc
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from appbench import BenchContext  # noqa: E402
+from appbench import BenchContext, best  # noqa: E402
 
 from monitor.applayer import registry  # noqa: E402
 from monitor.applayer.http1 import HttpParser  # noqa: E402
@@ -45,18 +44,6 @@ from monitor.flow.table import FlowTable  # noqa: E402
 from monitor.model import TO_CLIENT, TO_SERVER, Flow, Packet, RawPacket  # noqa: E402
 from monitor.runner import sensor_gc  # noqa: E402
 from monitor.stats import Stats  # noqa: E402
-
-
-def cpu_best(fn: Callable[[], Any], repeat: int) -> float:
-    """Least CPU seconds of ``repeat`` calls of ``fn`` (each after a full collection)."""
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        with sensor_gc():
-            t = time.process_time()
-            fn()
-            best = min(best, time.process_time() - t)
-    return best
 
 
 def decode_all(raws: list[RawPacket], cfg: Config) -> list[Packet]:
@@ -84,7 +71,7 @@ def bench_table(packets: list[Packet], cfg: Config, repeat: int) -> float:
             lookup(pkt)
         table.flush()
 
-    return cpu_best(run, repeat)
+    return best(run, repeat, sensor_gc)
 
 
 class FlowBenchContext(BenchContext):
@@ -114,7 +101,7 @@ def bench_detect(flows: list[tuple[Flow, bytes, bytes]], cfg: Config, repeat: in
             parser.close(2.0)
             flow.parser = None
 
-    return cpu_best(run, repeat)
+    return best(run, repeat, sensor_gc)
 
 
 def bench_community_id(flows: list[tuple[Flow, bytes, bytes]], repeat: int) -> float:
@@ -124,7 +111,7 @@ def bench_community_id(flows: list[tuple[Flow, bytes, bytes]], repeat: int) -> f
         for flow in only:
             flow_community_id(flow)
 
-    return cpu_best(run, repeat)
+    return best(run, repeat, sensor_gc)
 
 
 def bench_pipeline(raws: list[RawPacket], cfg: Config, repeat: int) -> float:

@@ -30,11 +30,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from appbench import best  # noqa: E402
 
 from alerts.eve import dumps, format_ts  # noqa: E402
 from monitor.capture.pcapfile import read_capture  # noqa: E402
@@ -43,17 +44,6 @@ from monitor.events import Event  # noqa: E402
 from monitor.model import RawPacket  # noqa: E402
 from monitor.runner import Sensor  # noqa: E402
 from monitor.stats import Stats  # noqa: E402
-
-
-def cpu_best(fn: Callable[[], Any], repeat: int) -> float:
-    """Best CPU seconds of ``repeat`` calls of ``fn``."""
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
-    return best
 
 
 def bench_config(tmp: Path) -> Config:
@@ -85,8 +75,8 @@ def bench_micro(repeat: int) -> list[tuple[str, float]]:
         for _ in range(n):
             incr("files", protocol="http", state="CLOSED")
 
-    out.append(("Stats.incr(name)", cpu_best(plain, repeat) / n * 1e6))
-    out.append(("Stats.incr(name, 2 labels)", cpu_best(labelled, repeat) / n * 1e6))
+    out.append(("Stats.incr(name)", best(plain, repeat) / n * 1e6))
+    out.append(("Stats.incr(name, 2 labels)", best(labelled, repeat) / n * 1e6))
     if hasattr(stats, "counter"):
         handle = stats.counter("files", protocol="http", state="CLOSED")
 
@@ -95,7 +85,7 @@ def bench_micro(repeat: int) -> list[tuple[str, float]]:
             for _ in range(n):
                 incr()
 
-        out.append(("CounterHandle.incr()", cpu_best(bound, repeat) / n * 1e6))
+        out.append(("CounterHandle.incr()", best(bound, repeat) / n * 1e6))
     # Flow start, flow end and event time: three different seconds in turn.
     stamps = [1_700_000_000 + (i % 3) * 37 + (i // 3) * 0.001 for i in range(n)]
 
@@ -103,7 +93,7 @@ def bench_micro(repeat: int) -> list[tuple[str, float]]:
         for t in stamps:
             format_ts(t)
 
-    out.append(("format_ts (3 seconds interleaved)", cpu_best(ts, repeat) / n * 1e6))
+    out.append(("format_ts (3 seconds interleaved)", best(ts, repeat) / n * 1e6))
     rec = {"timestamp": "2023-11-14T22:13:22.002716+0000", "flow_id": 6923235618097829138,
            "community_id": "1:8LSoQKUBLyEQR5orRTkx7c9ZU4U=", "pcap_cnt": 200000, "event_type": "flow",
            "src_ip": "10.0.0.1", "src_port": 6305, "dest_ip": "198.19.78.48", "dest_port": 80, "proto": "TCP",
@@ -118,7 +108,7 @@ def bench_micro(repeat: int) -> list[tuple[str, float]]:
         for _ in range(m):
             dumps(rec)
 
-    out.append(("dumps(flow record)", cpu_best(dump, repeat) / m * 1e6))
+    out.append(("dumps(flow record)", best(dump, repeat) / m * 1e6))
     return out
 
 
@@ -184,7 +174,7 @@ def bench_sinks(capture: Path, packets: int, repeat: int, tmp: Path) -> list[tup
                 for ev in evs:
                     sink(ev)
 
-            out.append((name, et, len(evs), cpu_best(run, repeat) / len(evs) * 1e6))
+            out.append((name, et, len(evs), best(run, repeat) / len(evs) * 1e6))
     for s in (fresh, null):
         s.finish()
     return out
