@@ -433,10 +433,8 @@ class Pipeline:
     # first); across flows, a chunk goes on at the latest after a second of traffic time.
 
     def _collect(self, flow: Flow, direction: int, data: bytes, ts: float) -> None:
-        streams = flow.streams
-        if streams[direction ^ 1].chunk is not None:
-            self._flush_chunk(flow, direction ^ 1)  # a request before its response, and so on
-        s = streams[direction]
+        self._chunk_goes_first(flow, direction ^ 1)  # a request before its response, and so on
+        s = flow.streams[direction]
         chunk = s.chunk
         if chunk is None:
             chunk = s.chunk = StreamChunk()
@@ -471,16 +469,18 @@ class Pipeline:
         try:
             self._hand_on(flow, direction, data, chunk.ts)
         finally:
-            self.pcap_cnt, self.ingress, self.now = cnt, ingress, max(now, self.now)
+            self.pcap_cnt, self.ingress, self.now = cnt, ingress, now
+
+    def _chunk_goes_first(self, flow: Flow, direction: int) -> None:
+        """Hand on what ``direction`` collected before anything else of the flow is handled."""
+        streams = flow.streams
+        if streams is not None and streams[direction].chunk is not None:
+            self._flush_chunk(flow, direction)
 
     def _flush_flow_chunks(self, flow: Flow) -> None:
-        streams = flow.streams
-        if streams is None:
-            self._chunked.pop(id(flow), None)
-            return
-        for direction in (TO_SERVER, TO_CLIENT):
-            if streams[direction].chunk is not None:
-                self._flush_chunk(flow, direction)
+        self._chunk_goes_first(flow, TO_SERVER)
+        self._chunk_goes_first(flow, TO_CLIENT)
+        self._chunked.pop(id(flow), None)
 
     def flush_chunks(self) -> None:
         """Every collected chunk goes on (timers, end of a live ring block, shutdown)."""
@@ -490,8 +490,7 @@ class Pipeline:
 
     def on_gap(self, flow: Flow, direction: int, length: int, ts: float) -> None:
         # The reassembler counts flow.gaps; gap bytes are read with gap_bytes(flow) at flow end.
-        if flow.streams[direction].chunk is not None:
-            self._flush_chunk(flow, direction)
+        self._chunk_goes_first(flow, direction)
         parser = flow.parser
         if parser is not None:
             try:
@@ -501,21 +500,18 @@ class Pipeline:
         self.detection.stream_gap(flow, direction, length)
 
     def on_overlap(self, flow: Flow, direction: int, offset: int, kept: bytes, other: bytes, ts: float) -> None:
-        if flow.streams[direction].chunk is not None:
-            self._flush_chunk(flow, direction)
+        self._chunk_goes_first(flow, direction)
         self.anomaly("stream", "stream.overlap_different_data", f"offset={offset} length={len(other)}",
                      flow=flow, direction=direction)
         # A DLP sensor must not be blinded by an ambiguity: the other version is matched too.
         self.detection.stream_alt(flow, direction, other, ts)
 
     def on_anomaly(self, flow: Flow, direction: int, kind: str, detail: str = "") -> None:
-        if flow.streams is not None and flow.streams[direction].chunk is not None:
-            self._flush_chunk(flow, direction)
+        self._chunk_goes_first(flow, direction)
         self.anomaly("stream", kind, detail, flow=flow, direction=direction)
 
     def on_depth(self, flow: Flow, direction: int) -> None:
-        if flow.streams[direction].chunk is not None:
-            self._flush_chunk(flow, direction)
+        self._chunk_goes_first(flow, direction)
         self.anomaly("stream", "stream.depth_reached", f"depth={self.cfg.stream.depth}", flow=flow,
                      direction=direction)
 
