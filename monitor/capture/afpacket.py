@@ -193,8 +193,6 @@ class LiveCapture:
 
     def __iter__(self) -> Iterator[RawPacket | None]:
         rings = self.rings
-        poll = self._poll.poll
-        by_fd = self._by_fd
         last_yield = time.monotonic()
         while not self._stopping:
             got = 0
@@ -207,11 +205,16 @@ class LiveCapture:
             if got:
                 last_yield = time.monotonic()
                 continue
-            wait = IDLE_TICK - (time.monotonic() - last_yield)
-            ready = poll(max(0, int(wait * 1000))) if wait > 0 else []
-            if not ready or all(by_fd.get(fd) is None for fd, _ in ready):
+            if self._idle_until_ready(last_yield):
                 last_yield = time.monotonic()
                 yield None
+
+    def _idle_until_ready(self, last_yield: float) -> bool:
+        """Poll the sockets until one has a block or IDLE_TICK has passed since ``last_yield``;
+        True when nothing came (the caller yields an idle tick)."""
+        wait = IDLE_TICK - (time.monotonic() - last_yield)
+        ready = self._poll.poll(max(0, int(wait * 1000))) if wait > 0 else []
+        return not ready or all(self._by_fd.get(fd) is None for fd, _ in ready)
 
     def _drain(self, ring: _Ring) -> Iterator[RawPacket]:
         """Every packet of every block the kernel has handed over, oldest block first."""
@@ -261,8 +264,6 @@ class LiveCapture:
         where iteration yields None (idle: run your timers).
         """
         rings = self.rings
-        poll = self._poll.poll
-        by_fd = self._by_fd
         last_yield = time.monotonic()
         while not self._stopping:
             got = 0
@@ -278,9 +279,7 @@ class LiveCapture:
             if got:
                 last_yield = time.monotonic()
                 continue
-            wait = IDLE_TICK - (time.monotonic() - last_yield)
-            ready = poll(max(0, int(wait * 1000))) if wait > 0 else []
-            if not ready or all(by_fd.get(fd) is None for fd, _ in ready):
+            if self._idle_until_ready(last_yield):
                 last_yield = time.monotonic()
                 yield 0
 
