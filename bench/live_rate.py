@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,17 @@ def link_drops(ns: str, iface: str) -> int:
     return int(s["rx"]["dropped"]) + int(s["tx"]["dropped"])
 
 
+def carrier_changes(ns: str, iface: str) -> int:
+    """How often the interface's carrier went down or up (an admin down/up counts too); -1 if it is gone.
+
+    A capture socket whose interface went down keeps a pending ENETDOWN error: a sensor that
+    does not take it spins on poll (see monitor/capture/afpacket.py), so every probe records this.
+    """
+    out = subprocess.run(["ip", "netns", "exec", ns, "cat", f"/sys/class/net/{iface}/carrier_changes"],
+                         capture_output=True, text=True)
+    return int(out.stdout) if out.returncode == 0 and out.stdout.strip().isdigit() else -1
+
+
 def backlog_drops() -> int:
     """Host-wide per-CPU backlog drops (/proc/net/softnet_stat, 2nd column); other traffic counts too."""
     total = 0
@@ -139,8 +151,15 @@ class LiveSensor(livelab.LiveSensor):
                         total += int(fh.read().split()[1])
         return total / 1e9
 
-    def wait_idle(self, quiet: float = 0.6, timeout: float = 300.0) -> float:
-        """Until the sensor's CPU time stops growing (its ring is drained); returns seconds waited."""
+    def wait_idle(self, quiet: float = 0.6, timeout: float = 300.0,
+                  on_busy: Callable[[float], None] | None = None, busy_after: float = 25.0) -> float:
+        """Until the sensor's CPU time stops growing (its ring is drained); returns seconds waited.
+
+        "Growing" means more than 0.02 CPU-s (all processes) within ``quiet`` seconds, so a
+        sensor whose idle timers cost over ~3 % of a core never counts as drained. ``on_busy``
+        is called once (with the seconds waited) when the sensor is still busy ``busy_after``
+        seconds after this started: a snapshot of what it is doing (see ``snapshot_busy``).
+        """
         t0 = time.monotonic()
         last = self.cpu_seconds()
         still = time.monotonic()
@@ -151,6 +170,9 @@ class LiveSensor(livelab.LiveSensor):
                 last, still = now, time.monotonic()
             elif time.monotonic() - still >= quiet:
                 break
+            if on_busy is not None and time.monotonic() - t0 >= busy_after:
+                on_busy(time.monotonic() - t0)
+                on_busy = None
         return time.monotonic() - t0
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 120.0, term_workers: bool = True) -> int:
@@ -165,6 +187,50 @@ class LiveSensor(livelab.LiveSensor):
             return super().stop(sig, timeout, term_workers=term_workers and self.workers > 1)
         except livelab.SensorHung:
             return -9
+
+
+def snapshot_busy(sensor: LiveSensor, out: Path, eve: Path | None = None) -> None:
+    """What a sensor that does not go idle is doing: for each of its processes a py-spy dump
+    (with locals), its user/system CPU over one second, voluntary/involuntary context switches
+    and kernel wait channel; the namespace's packet sockets; the EVE file's last stats record.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    pids = livelab.process_tree(sensor.pid)
+    before = {pid: _cpu_split(pid) for pid in pids}
+    time.sleep(1.0)
+    lines = []
+    for pid in pids:
+        u0, s0 = before[pid]
+        u1, s1 = _cpu_split(pid)
+        status = _read(f"/proc/{pid}/status")
+        switches = [ln for ln in status.splitlines() if "ctxt_switches" in ln]
+        lines.append(f"pid {pid}: user {u1 - u0:.2f}s sys {s1 - s0:.2f}s in 1 s; wchan {_read(f'/proc/{pid}/wchan')!r}; "
+                     f"{' '.join(' '.join(x.split()) for x in switches)}")
+        for flags, name in (([], "dump"), (["--locals"], "locals")):
+            r = subprocess.run(["py-spy", "dump", "--pid", str(pid), *flags], capture_output=True, text=True,
+                               timeout=60)
+            (out / f"{name}-{pid}.txt").write_text(r.stdout + r.stderr)
+    lines.append(_read(f"/proc/{sensor.pid}/net/packet"))
+    (out / "procs.txt").write_text("\n".join(lines) + "\n")
+    if eve is not None and eve.exists():
+        (out / "last-stats.json").write_text(json.dumps(final_stats(eve), indent=1, sort_keys=True))
+    print(f"  sensor still busy: snapshot in {out}", flush=True)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def _cpu_split(pid: int) -> tuple[float, float]:
+    fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
+    if len(fields) < 13:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _cpu_of(pid: int) -> float:
@@ -197,6 +263,8 @@ class Probe:
     sender_cpu_s: float = 0.0  # tcpreplay's CPU seconds (pacing included)
     sensor_runq_wait_s: float = 0.0  # sensor runnable but not running (the machine is shared)
     exit_code: int = 0
+    busy_snapshot: str = ""  # where snapshot_busy() wrote, if the sensor stayed busy
+    link_changes: int = 0  # carrier changes of the veth pair during the probe (should stay 0)
 
     @property
     def clean(self) -> bool:
@@ -208,7 +276,10 @@ _ACTUAL = re.compile(r"Actual: (\d+) packets \((\d+) bytes\) sent in ([\d.]+) se
 
 
 def probe(lab: Lab, capture: Path, workers: int, mbps: float, seconds: float, ring_mib: int,
-          block_kib: int = 256) -> Probe:
+          block_kib: int = 256, drain_cap: float = 300.0, spy_dir: Path | None = None,
+          spy_after: float = 25.0) -> Probe:
+    """One probe; with ``spy_dir``, a sensor still busy ``spy_after`` seconds after sending
+    stopped is snapshot (``snapshot_busy``) into a new folder under it."""
     res = Probe(workers, mbps)
     with tempfile.TemporaryDirectory(prefix="lm-lrate-") as td:
         tmp = Path(td)
@@ -220,6 +291,7 @@ def probe(lab: Lab, capture: Path, workers: int, mbps: float, seconds: float, ri
             print(f"  sensor failed to start, retrying: {exc}", flush=True)
             sensor.start()
         veth0 = link_drops(lab.cns, lab.cif) + link_drops(lab.sns, lab.sif)
+        carrier0 = (carrier_changes(lab.cns, lab.cif), carrier_changes(lab.sns, lab.sif))
         backlog0 = backlog_drops()
         # nanosleep pacing: the default timer spins and takes a whole core from the sensor.
         rate = ["--topspeed"] if mbps <= 0 else ["--mbps", f"{mbps:.1f}", "--timer=nano"]
@@ -236,13 +308,27 @@ def probe(lab: Lab, capture: Path, workers: int, mbps: float, seconds: float, ri
                 raise RuntimeError(f"tcpreplay: {out.stdout[-400:]} {out.stderr[-400:]}")
             res.sent_packets, res.sent_bytes, res.send_seconds = int(m[1]), int(m[2]), float(m[3])
             res.achieved_mbps = res.sent_bytes * 8 / max(res.send_seconds, 1e-9) / 1e6
-            res.drain_s = sensor.wait_idle()
+            where = spy_dir / f"{time.strftime('%H%M%S')}-w{workers}-{'top' if mbps <= 0 else int(mbps)}" \
+                if spy_dir is not None else None
+
+            def snapshot(waited: float) -> None:
+                assert where is not None
+                snapshot_busy(sensor, where, tmp / "eve.json")
+                res.busy_snapshot = str(where)
+            res.drain_s = sensor.wait_idle(timeout=drain_cap, on_busy=snapshot if where else None,
+                                           busy_after=spy_after)
             res.sensor_cpu_s = sensor.cpu_seconds() - cpu0
             res.sensor_runq_wait_s = sensor.runqueue_wait() - wait0
         finally:
             res.exit_code = sensor.stop()
+            if spy_dir is not None and (res.exit_code or res.busy_snapshot):
+                keep = spy_dir / f"{time.strftime('%H%M%S')}-w{workers}-rc{res.exit_code}"
+                keep.mkdir(parents=True, exist_ok=True)
+                (keep / "leakmon.log").write_text(sensor.tail(200_000))
         res.veth_drops = link_drops(lab.cns, lab.cif) + link_drops(lab.sns, lab.sif) - veth0
         res.backlog_drops = backlog_drops() - backlog0
+        carrier1 = (carrier_changes(lab.cns, lab.cif), carrier_changes(lab.sns, lab.sif))
+        res.link_changes = -1 if -1 in carrier0 + carrier1 else sum(carrier1) - sum(carrier0)
         st = final_stats(tmp / "eve.json")
         res.kernel_packets = int(stat_total(st, "capture.kernel_packets"))
         res.kernel_drops = int(stat_total(st, "capture.kernel_drops"))
@@ -257,14 +343,15 @@ def show(p: Probe) -> None:
           f"socket saw {p.kernel_packets}, kernel drops {p.kernel_drops}, veth drops {p.veth_drops}, "
           f"internal {p.internal_loss or 0}, drain {p.drain_s:.1f}s; cpu sensor {p.sensor_cpu_s:.1f}s "
           f"(runqueue wait {p.sensor_runq_wait_s:.1f}s) "
-          f"sender {p.sender_cpu_s:.1f}s over {p.send_seconds:.1f}s -> {'CLEAN' if p.clean else 'LOSS'}",
-          flush=True)
+          f"sender {p.sender_cpu_s:.1f}s over {p.send_seconds:.1f}s -> {'CLEAN' if p.clean else 'LOSS'}"
+          + (f"; LINK CHANGED ({p.link_changes})" if p.link_changes else ""), flush=True)
 
 
 def search(lab: Lab, capture: Path, workers: int, seconds: float, ring_mib: int, tolerance: float,
-           log: list[Probe]) -> float:
-    """Highest achieved rate (Mbps) of a clean probe; bounded above by the sender's top speed."""
-    top = probe(lab, capture, workers, 0, seconds, ring_mib)
+           log: list[Probe], **opts: Any) -> float:
+    """Highest achieved rate (Mbps) of a clean probe; bounded above by the sender's top speed.
+    ``opts`` go to every ``probe`` (drain_cap, spy_dir, spy_after)."""
+    top = probe(lab, capture, workers, 0, seconds, ring_mib, **opts)
     log.append(top)
     show(top)
     if top.clean:
@@ -272,7 +359,7 @@ def search(lab: Lab, capture: Path, workers: int, seconds: float, ring_mib: int,
     lo, hi = 0.0, top.achieved_mbps
     while hi - lo > max(tolerance * hi, 20.0):
         mid = (lo + hi) / 2
-        p = probe(lab, capture, workers, mid, seconds, ring_mib)
+        p = probe(lab, capture, workers, mid, seconds, ring_mib, **opts)
         log.append(p)
         show(p)
         if p.clean:
@@ -292,7 +379,14 @@ def main() -> int:
     ap.add_argument("--tolerance", type=float, default=0.08, help="Stop the search at this relative width")
     ap.add_argument("--rates", type=float, nargs="*", default=[], help="Probe these Mbps instead of searching")
     ap.add_argument("--json", default="", help="Write every probe and result here")
+    ap.add_argument("--drain-cap", type=float, default=300.0,
+                    help="Seconds to wait for the sensor to go idle after sending stopped")
+    ap.add_argument("--spy-dir", default="", help="Snapshot (py-spy dumps, CPU split) a sensor still busy "
+                                                  "--spy-after seconds after sending stopped, into a folder here")
+    ap.add_argument("--spy-after", type=float, default=25.0)
     args = ap.parse_args()
+    opts: dict[str, Any] = {"drain_cap": args.drain_cap, "spy_after": args.spy_after,
+                            "spy_dir": Path(args.spy_dir) if args.spy_dir else None}
     if not available():
         print("live_rate: needs root, iproute2 and tcpdump (network namespaces)", file=sys.stderr)
         return 2
@@ -308,11 +402,11 @@ def main() -> int:
                 print(f"repeat {rep + 1}/{args.repeat}, {w} worker(s):", flush=True)
                 if args.rates:
                     for r in args.rates:
-                        p = probe(lab, capture, w, r, args.seconds, args.ring_mib)
+                        p = probe(lab, capture, w, r, args.seconds, args.ring_mib, **opts)
                         probes.append(p)
                         show(p)
                     continue
-                best = search(lab, capture, w, args.seconds, args.ring_mib, args.tolerance, probes)
+                best = search(lab, capture, w, args.seconds, args.ring_mib, args.tolerance, probes, **opts)
                 results[w].append(best)
                 print(f"  -> highest loss-free rate: {best:.0f} Mbps", flush=True)
     summary = {w: {"runs_mbps": [round(x, 1) for x in v], "min_mbps": round(min(v), 1),

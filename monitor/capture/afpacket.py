@@ -13,6 +13,9 @@ GRO/GSO and veth, frames reach 64 KiB, hence the 4 MiB default.
   fragments of a datagram reach the same worker): several processes share an interface flow by flow.
 * VLAN tags stripped by the NIC (``TP_STATUS_VLAN_VALID``) are put back into the frame, so the
   decoder sees what was on the wire.
+* A socket error (ENETDOWN: the interface went down, flapped or was removed) is read on the idle
+  wait, counted (``capture.socket_errors``) and logged; poll would otherwise report it again and
+  again. The kernel re-attaches the socket when the interface is up again.
 * ``kernel_stats()`` reads ``PACKET_STATISTICS`` (which resets on every read) and keeps running
   totals per interface: ``(packets, drops)``, where packets counts every frame that reached the
   socket, drops included.
@@ -34,6 +37,8 @@ the sensor as a systemd service with::
 from __future__ import annotations
 
 import ctypes
+import errno
+import logging
 import mmap
 import select
 import socket
@@ -47,6 +52,8 @@ from monitor.config import CaptureConfig
 from monitor.errors import LeakmonError
 from monitor.model import LINKTYPE_ETHERNET, RawPacket
 from monitor.stats import Stats
+
+log = logging.getLogger("leakmon.capture")
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -77,6 +84,9 @@ _TPACKET3_HDRLEN = 48  # TPACKET_ALIGN(sizeof(struct tpacket3_hdr)); struct sock
 _SLL_PKTTYPE = _TPACKET3_HDRLEN + 10
 
 IDLE_TICK = 0.2  # seconds: an idle iterator yields None at least this often
+# poll flags that report the socket, not a block: a pending error (ENETDOWN when the interface
+# goes down, flaps or is removed) stays reported until SO_ERROR reads it.
+_POLL_TROUBLE = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 # LiveCapture.walk's in-place frame handler, Pipeline.process_frame's leading arguments:
 # (buf, start, caplen, wire_len, ts, pcap_cnt, iface) -> handled. buf is the ring's mmap (Any:
@@ -210,11 +220,51 @@ class LiveCapture:
                 yield None
 
     def _idle_until_ready(self, last_yield: float) -> bool:
-        """Poll the sockets until one has a block or IDLE_TICK has passed since ``last_yield``;
-        True when nothing came (the caller yields an idle tick)."""
+        """Poll the sockets until a ring has a retired block or IDLE_TICK has passed since
+        ``last_yield``; True when none has one (the caller yields an idle tick).
+
+        Whether a block is ready is read from the ring: poll only wakes us. A wakeup without a
+        block must not send the caller straight back to poll, which would return at once again
+        and spin a core for the rest of every tick (reproduced by setting the capture interface
+        down and up: the sensor took every frame, then stayed at 100 % CPU until stopped). A socket
+        error is therefore taken (read, counted, logged); any other such wakeup waits out the
+        tick.
+        """
         wait = IDLE_TICK - (time.monotonic() - last_yield)
-        ready = self._poll.poll(max(0, int(wait * 1000))) if wait > 0 else []
-        return not ready or all(self._by_fd.get(fd) is None for fd, _ in ready)
+        if wait <= 0:
+            return True
+        events = self._poll.poll(int(wait * 1000))
+        if not events:
+            return True
+        if any(_block_ready(ring) for ring in self.rings):
+            return False
+        if not self._take_socket_errors(events):
+            time.sleep(max(0.0, IDLE_TICK - (time.monotonic() - last_yield)))
+        return True
+
+    def _take_socket_errors(self, events: list[tuple[int, int]]) -> bool:
+        """Read (which clears) the pending error of each socket poll flagged; True if one had one.
+
+        ENETDOWN means the interface went down or was removed: the kernel re-attaches the socket
+        when it comes back up (capture goes on); a removed interface stays silent, which the
+        coverage record reports as a stalled capture.
+        """
+        taken = False
+        for fd, flags in events:
+            ring = self._by_fd.get(fd)
+            if ring is None or not flags & _POLL_TROUBLE:
+                continue
+            try:
+                err = ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            except OSError:
+                continue  # not a live socket (closed): nothing to take; the caller waits out the tick
+            if err:
+                taken = True
+                self.stats.incr("capture.socket_errors", iface=ring.iface)
+                log.warning("capture on %s: socket error %s: %s", ring.iface, errno.errorcode.get(err, err),
+                            "the interface went down; capture resumes when it is up again" if _exists(ring.iface)
+                            else "the interface was removed; nothing more is captured on it")
+        return taken
 
     def _drain(self, ring: _Ring) -> Iterator[RawPacket]:
         """Every packet of every block the kernel has handed over, oldest block first."""
@@ -352,6 +402,12 @@ class LiveCapture:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _block_ready(ring: _Ring) -> bool:
+    """The kernel has handed over the ring's next block (the one a walk takes next)."""
+    status, _num, _first = _block_hdr(ring.ring, ring.next_block * ring.block_size + _BLOCK_STATUS)
+    return bool(status & TP_STATUS_USER)
 
 
 def _exists(iface: str) -> bool:

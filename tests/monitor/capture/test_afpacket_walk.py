@@ -3,7 +3,7 @@
 Crafted TPACKET_V3 blocks in an anonymous mmap (laid out as the kernel lays them out: block
 descriptor, tpacket3_hdr chain, sockaddr_ll, frame at tp_mac) go through two identical
 pipelines: once as iteration hands them over (a RawPacket per frame into Pipeline.process),
-once through walk's block walk. Both must hand the same bytes to ``on_data`` in the same order
+once through walk's block walk. Both must hand the same bytes to the parsers in the same order
 and produce the same events and counters, with the same pcap_cnt numbering, on the committed
 captures' Ethernet frames, with tags stripped into the descriptor, snaplen truncation, zero
 timestamps and loopback's outgoing copies mixed in. Every block must go back to the kernel.
@@ -92,10 +92,13 @@ class RecordingPipeline(Pipeline):
         self.handed: list[tuple[int, int, int, bytes, float]] = []
         self.decoded_cnts: list[int] = []
 
-    def on_data(self, flow: Any, direction: int, data: bytes, ts: float) -> None:
+    def _hand_on(self, flow: Any, direction: int, data: bytes, ts: float) -> None:
+        # Where in-order bytes reach the parser and the stream scan, however they got there
+        # (straight from on_data, or collected into a stream chunk, which the fast path may
+        # extend without calling on_data).
         assert type(data) is bytes  # nothing may keep a view of the ring
         self.handed.append((flow.flow_id, direction, self.pcap_cnt, data, ts))
-        super().on_data(flow, direction, data, ts)
+        super()._hand_on(flow, direction, data, ts)
 
 
 def _pipeline() -> tuple[RecordingPipeline, Stats, list[Event]]:
@@ -205,7 +208,7 @@ def test_walk_same_as_iteration(path: Path, seed: int, snaplen: int, loopback: b
         used += size
     blocks.append(block)
     (ref, ref_cnts), (got, whole_cnts) = _via_iteration(blocks, snaplen, loopback), _via_walk(blocks, snaplen, loopback)
-    assert got[0] == ref[0]  # on_data hand-offs
+    assert got[0] == ref[0]  # bytes handed to the parsers
     assert got[1] == ref[1]  # events
     assert got[2] == ref[2]  # counters (iface packets and bytes included)
     assert got[3] == ref[3] == len(ref_cnts)  # pcap_cnt numbering
