@@ -22,6 +22,13 @@ Hyperscan stream state (malloc'd by the library, invisible to tracemalloc) from 
     python3 bench/detect_bench.py memory --flows 20000
     python3 bench/detect_bench.py compile --repeat 5
     python3 bench/detect_bench.py segments --capture bench/data/m50.pcap --markers 1000   # 1,000-marker set
+    python3 bench/detect_bench.py views --capture bench/data/m50.pcap
+
+``views``: every matcher call a replay of ``--capture`` makes -- raw streams, file streams and
+decoded buffers -- replayed through the marker layer (``MarkerStreams.feed``, ``MarkerSet.scan``)
+and through bare Hyperscan with and without the line probe (the floors: what the Python layer
+and the probe cost on top of the bytes). CPU milliseconds per view, best of ``--repeat``; under
+``valgrind --tool=callgrind`` the recorded calls are the same on every run.
 """
 
 from __future__ import annotations
@@ -216,6 +223,135 @@ def bench_segments(engine: str, flows: int, per_dir: int, repeat: int, capture: 
           f"events {alerts} (planted {planted})")
 
 
+def _record_views(capture: str) -> list[tuple[str, int, bytes]]:
+    """Every matcher call of a replay of ``capture``: (view, stream key, bytes); view "stream"
+    (a flow direction), "file" (a file object) or "buffer" (a block scan, key 0). A key is
+    forgotten when its flow or file ends, so a recycled ``id()`` starts a new stream."""
+    import detectors.engine as engine_mod
+    from monitor.capture.pcapfile import read_capture
+    from monitor.runner import Sensor
+
+    calls: list[tuple[str, int, bytes]] = []
+    keys: dict[tuple[str, int], int] = {}
+    det = engine_mod.Detection
+    real = (det.stream_data, det.file_data, det.buffer, det._file_closed, det._flow_end)
+
+    def key(kind: str, obj: Any, sub: int = 0) -> int:
+        return keys.setdefault((kind, id(obj) * 2 + sub), len(keys) + 1)
+
+    def stream_data(self: Any, flow: Flow, dir: int, data: bytes, ts: float, pcap_cnt: int | None = None) -> None:  # noqa: A002
+        calls.append(("stream", key("flow", flow, dir), bytes(data)))
+        real[0](self, flow, dir, data, ts, pcap_cnt)
+
+    def file_data(self: Any, f: Any, data: bytes, ts: float) -> None:
+        if data:
+            calls.append(("file", key("file", f), bytes(data)))
+        real[1](self, f, data, ts)
+
+    def buffer(self: Any, flow: Flow, dir: int, data: bytes, **kw: Any) -> None:  # noqa: A002
+        if data:
+            calls.append(("buffer", 0, bytes(data)))
+        real[2](self, flow, dir, data, **kw)
+
+    def file_closed(self: Any, f: Any, ts: float) -> None:
+        keys.pop(("file", id(f) * 2), None)
+        real[3](self, f, ts)
+
+    def flow_end(self: Any, flow: Flow) -> Any:
+        keys.pop(("flow", id(flow) * 2), None)
+        keys.pop(("flow", id(flow) * 2 + 1), None)
+        return real[4](self, flow)
+
+    det.stream_data, det.file_data, det.buffer = stream_data, file_data, buffer  # type: ignore[method-assign]
+    det._file_closed, det._flow_end = file_closed, flow_end  # type: ignore[method-assign]
+    try:
+        sensor = Sensor(_config("hyperscan"), eve_path=None, replay=True)
+        for raw in read_capture(capture, stats=sensor.stats):
+            sensor.pipeline.process(raw)
+        sensor.finish()
+    finally:
+        det.stream_data, det.file_data, det.buffer, det._file_closed, det._flow_end = real  # type: ignore[method-assign]
+    return calls
+
+
+def _replay_markers(markers: Any, calls: list[tuple[str, int, bytes]], view: str) -> int:
+    """The marker layer on one view's calls; returns the hits."""
+    streams: dict[int, MarkerStreams] = {}
+    hits = 0
+    for kind, key, data in calls:
+        if kind != view:
+            continue
+        if kind == "buffer":
+            hits += len(markers.scan(data))
+            continue
+        s = streams.get(key)
+        if s is None:
+            s = streams[key] = MarkerStreams(markers)
+        hits += len(s.feed(data))
+    for s in streams.values():
+        s.close()
+    return hits
+
+
+def _replay_bare(stream_db: Any, block_db: Any, calls: list[tuple[str, int, bytes]], view: str) -> None:
+    """Bare Hyperscan on one view's calls (positional calls, no Python per match beyond the callback)."""
+    from detectors import matcher as mm
+
+    ctx = mm._Collector()
+    streams: dict[int, Any] = {}
+    for kind, key, data in calls:
+        if kind != view:
+            continue
+        if kind == "buffer":
+            block_db.scan(data, mm._on_hit, 0, ctx)
+        else:
+            s = streams.get(key)
+            if s is None:
+                s = streams[key] = stream_db.stream(mm._on_hit, 0, ctx).__enter__()
+            s.scan(data)
+        ctx.hits = []
+    for s in streams.values():
+        s.close()
+
+
+def _probe_free_dbs(matcher: Any) -> tuple[Any, Any]:
+    """The marker matcher's patterns compiled without the line probe (stream and block)."""
+    import hyperscan as hs
+
+    from detectors import matcher as mm
+
+    exprs = [p.data if p.regex else mm._hex_escape(p.data) for p in matcher.patterns]
+    ids = [p.id for p in matcher.patterns]
+    flags = [hs.HS_FLAG_DOTALL | (hs.HS_FLAG_CASELESS if p.nocase else 0) for p in matcher.patterns]
+    return (mm._compile_hs(exprs, ids, flags, hs.HS_MODE_STREAM), mm._compile_hs(exprs, ids, flags, hs.HS_MODE_BLOCK))
+
+
+def bench_views(capture: str, repeat: int) -> None:
+    calls = _record_views(capture)
+    det = Detection(_config("hyperscan"), Stats(), _Emitted())
+    markers = det.rules.markers
+    matcher: Any = markers.raw.matcher
+    plain_stream, plain_block = _probe_free_dbs(matcher)
+    for view in ("stream", "file", "buffer"):
+        n = sum(1 for k, _, _ in calls if k == view)
+        nbytes = sum(len(d) for k, _, d in calls if k == view)
+        best = {"markers": float("inf"), "hyperscan": float("inf"), "no probe": float("inf")}
+        hits = 0
+        for _ in range(repeat):
+            gc.collect()
+            t0 = time.process_time()
+            hits = _replay_markers(markers, calls, view)
+            best["markers"] = min(best["markers"], time.process_time() - t0)
+            t0 = time.process_time()
+            _replay_bare(matcher._streamdb, matcher._block, calls, view)
+            best["hyperscan"] = min(best["hyperscan"], time.process_time() - t0)
+            t0 = time.process_time()
+            _replay_bare(plain_stream, plain_block, calls, view)
+            best["no probe"] = min(best["no probe"], time.process_time() - t0)
+        print(f"{view:7s} {n:6d} calls {nbytes / 1e6:7.1f} MB: " +
+              ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in best.items()) + f"; hits {hits}")
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -287,7 +423,7 @@ def bench_compile(repeat: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", nargs="?", choices=("segments", "memory", "compile", "all"), default="all")
+    ap.add_argument("mode", nargs="?", choices=("segments", "memory", "compile", "views", "all"), default="all")
     ap.add_argument("--engine", choices=("hyperscan", "ahocorasick", "both"), default="both")
     ap.add_argument("--flows", type=int, default=200)
     ap.add_argument("--bytes-per-direction", type=int, default=64 * 1024)
@@ -300,6 +436,9 @@ def main() -> int:
         import tempfile
 
         _add_markers(args.markers, tempfile.mkdtemp(prefix="lm-detect-bench-"))
+    if args.mode == "views":
+        bench_views(args.capture or str(ROOT / "bench" / "data" / "m50.pcap"), args.repeat)
+        return 0
     engines = ("hyperscan", "ahocorasick") if args.engine == "both" else (args.engine,)
     for engine in engines:
         if args.mode in ("segments", "all"):

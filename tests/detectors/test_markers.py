@@ -150,3 +150,24 @@ def test_hot_path_contains_a_bug_and_folds_counters(harness, monkeypatch):
     monkeypatch.setattr(h.det, "strict", True)
     with pytest.raises(RuntimeError):
         h.det.stream_data(flow2, 0, b"data", 1.0, 4)
+
+
+def _flatten_reference(data: bytes) -> bytes:
+    """flatten() as first written: soft line breaks (CRLF, then LF) out, then every CR and LF."""
+    if b"\n" not in data and b"\r" not in data:
+        return data
+    if b"=" in data and (b"=\n" in data or b"=\r\n" in data):
+        data = data.replace(b"=\r\n", b"").replace(b"=\n", b"")
+    return data.replace(b"\r", b"").replace(b"\n", b"")
+
+
+def test_flatten_matches_its_reference_on_generated_line_breaks():
+    from detectors.markers import flatten
+
+    rnd = random.Random(20261126)
+    pieces = [b"=", b"\r", b"\n", b"=\r\n", b"=\n", b"==", b"\r\r\n", b"A", b"x=3D", b"\xe3\x81\x82"]
+    for _ in range(5000):
+        data = b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(0, 30)))
+        assert flatten(data) == _flatten_reference(data), data
+    qp = quopri.encodestring(("保護すべき情報 " * 40).encode()).replace(b"\n", b"\r\n")
+    assert flatten(qp) == _flatten_reference(qp) == qp.replace(b"=\r\n", b"").replace(b"\r\n", b"")

@@ -119,3 +119,63 @@ def test_engines_report_identical_matches(case):
     chunks = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     for mt in matchers:
         assert stream_all(mt, chunks) == block[0]
+
+
+# ---------------------------------------------------------------- Hyperscan call conventions
+# The Hyperscan engine calls the extension positionally, reuses one block collector per matcher
+# and opens streams through Database.stream (see the module doc): these pin what that must keep.
+
+needs_hyperscan = pytest.mark.skipif(not m.hyperscan_available(), reason="hyperscan not installed")
+
+
+@needs_hyperscan
+def test_block_scans_and_streams_of_one_matcher_do_not_share_hits():
+    mt = m.compile([m.Pattern(1, b"secret"), m.Pattern(2, b"abc")], "hyperscan")
+    s = mt.stream()
+    assert s.feed(b"xxsec") == []  # the marker straddles this feed and the next
+    assert mt.scan(b"abc abc") == [(2, 0, 3), (2, 4, 7)]
+    assert mt.scan(b"nothing here") == []  # no hit of the previous block scan left over
+    assert s.feed(b"ret abc") == [(1, 2, 8), (2, 9, 12)]  # nor of the block scans in the stream
+    assert mt.scan(b"abc") == [(2, 0, 3)]
+    s.close()
+
+
+@needs_hyperscan
+def test_a_failed_block_scan_leaves_no_hits_for_the_next(monkeypatch):
+    mt = m.compile([m.Pattern(1, b"ab")], "hyperscan")
+    real = m._on_hit
+    calls = []
+
+    def failing(pid, start, end, flags, ctx):
+        real(pid, start, end, flags, ctx)
+        calls.append(end)
+        if len(calls) == 2:
+            raise RuntimeError("callback failed")
+
+    monkeypatch.setattr(m, "_on_hit", failing)
+    with pytest.raises(RuntimeError):
+        mt.scan(b"ab ab ab")
+    monkeypatch.setattr(m, "_on_hit", real)
+    assert mt.scan(b"xx ab") == [(1, 3, 5)]
+
+
+@needs_hyperscan
+def test_many_streams_open_feed_and_close_independently():
+    """Streams come from Database.stream + __enter__ (whose reference counts only balance as a
+    pair): thousands opened, interleaved and closed, each reports exactly its own match."""
+    import gc
+
+    mt = m.compile([m.Pattern(7, b"straddle")], "hyperscan")
+    streams = [mt.stream() for _ in range(3000)]
+    for i, s in enumerate(streams):
+        assert s.feed(b"x" * (i % 5) + b"stra") == []
+    gc.collect()
+    for i, s in enumerate(streams):
+        start = i % 5
+        assert s.feed(b"ddle") == [(7, start, start + 8)]
+        s.close()
+        if i % 2:
+            s.reset()
+            assert s.feed(b"straddle") == [(7, 0, 8)]  # a reset stream reopens at offset 0
+            s.close()
+    gc.collect()
