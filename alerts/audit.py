@@ -400,6 +400,8 @@ _COUNTED_TYPES = frozenset({
 
 @dataclass
 class Problem:
+    """One defect that audit verification found, with where it is."""
+
     file: str
     line: int
     seq: int | None
@@ -412,6 +414,8 @@ class Problem:
 
 @dataclass
 class VerifyReport:
+    """What ``verify`` read and the problems it found."""
+
     records: int = 0
     files: list[str] = field(default_factory=list)
     first_seq: int = 0

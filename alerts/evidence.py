@@ -29,9 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, Any
 
 from alerts.audit import actor, canonical, iso_ts
 from alerts.eve import eve_record
@@ -40,6 +38,9 @@ from monitor.errors import ConfigError
 from monitor.events import Event
 from monitor.model import Flow, RawPacket
 from monitor.stats import Stats
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger("leakmon.evidence")
 
@@ -106,9 +107,21 @@ def _aad(incident_id: str, name: str) -> bytes:
     return f"{incident_id}/{name}".encode()
 
 
+def _cipher_class() -> type[AESGCM]:
+    """cryptography (~50 ms of imports) is loaded on first use: by an EvidenceStore that keeps
+    evidence, and by the export and verify tools; never by a sensor without evidence."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM
+
+
+def _aesgcm(key: bytes) -> AESGCM:
+    return _cipher_class()(key)
+
+
 def seal(key: bytes, incident_id: str, name: str, plaintext: bytes) -> bytes:
     nonce = os.urandom(NONCE_LEN)
-    return MAGIC + nonce + AESGCM(key).encrypt(nonce, plaintext, _aad(incident_id, name))
+    return MAGIC + nonce + _aesgcm(key).encrypt(nonce, plaintext, _aad(incident_id, name))
 
 
 def unseal(key: bytes, incident_id: str, name: str, blob: bytes) -> bytes:
@@ -117,7 +130,7 @@ def unseal(key: bytes, incident_id: str, name: str, blob: bytes) -> bytes:
         raise ValueError("not a sealed evidence file")
     nonce = blob[len(MAGIC):len(MAGIC) + NONCE_LEN]
     try:
-        return AESGCM(key).decrypt(nonce, blob[len(MAGIC) + NONCE_LEN:], _aad(incident_id, name))
+        return _aesgcm(key).decrypt(nonce, blob[len(MAGIC) + NONCE_LEN:], _aad(incident_id, name))
     except Exception:  # noqa: BLE001 - cryptography raises InvalidTag
         raise ValueError("authentication failed (wrong key, renamed or modified file)") from None
 
@@ -351,6 +364,8 @@ class EvidenceStore:
         self._qlock = threading.Lock()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        if self.enabled:
+            _cipher_class()  # loaded now (a broken install fails at start-up), not on the writer thread
         if background and self.enabled:
             self._thread = threading.Thread(target=self._run, name="leakmon-evidence", daemon=True)
             self._thread.start()

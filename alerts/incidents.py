@@ -495,6 +495,8 @@ def evidence_view(db: IncidentDB, inc: str, store: EvidenceStore | None, lab: di
 
 @dataclass
 class _Pending:
+    """A flow in one or more incidents: its packets and files go to the evidence store when it ends."""
+
     flow: Flow
     incidents: set[str] = field(default_factory=set)
     # file_id -> the FileObject (content still to be taken) or None (handed to the evidence store).

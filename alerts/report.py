@@ -193,6 +193,8 @@ def completed(rec: dict[str, Any]) -> bool | None:
 
 @dataclass
 class HostInfo:
+    """A host in a report: address, port, MAC and known names."""
+
     ip: str
     port: int | None = None
     mac: str = ""
@@ -300,6 +302,8 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
 
 @dataclass
 class _Node:
+    """A node of a parsed report template."""
+
     kind: str  # text | for | if
     text: str = ""
     var: str = ""

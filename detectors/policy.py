@@ -83,6 +83,8 @@ class Parties:
 
 @dataclass(slots=True)
 class Verdict:
+    """What the policy made of a finding: an alert or an informational finding event."""
+
     event_type: str  # alert | finding
     sid: int
     rev: int

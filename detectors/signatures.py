@@ -53,6 +53,8 @@ class SignatureError(ConfigError):
 
 @dataclass(frozen=True)
 class Rule:
+    """One signature: a marker, a file fingerprint, a hash list or a protected document."""
+
     sid: int
     msg: str
     kind: str  # marker | fingerprint | fingerprint_list | document
@@ -73,6 +75,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class TlsPolicy:
+    """The approved TLS versions and cipher suites (CRYPTREC list)."""
+
     source: str
     min_version: str
     suites: dict[int, str]  # IANA id -> name
@@ -81,6 +85,8 @@ class TlsPolicy:
 
 @dataclass
 class SignatureSet:
+    """Every rule loaded from the signature files, by kind, with the set's version."""
+
     rules: dict[int, Rule] = field(default_factory=dict)
     markers: list[Rule] = field(default_factory=list)
     hashes: HashSet = field(default_factory=HashSet)

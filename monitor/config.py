@@ -109,11 +109,15 @@ def paths_opt(default: list[str], help: str) -> Any:
 
 @dataclass(frozen=True)
 class SensorConfig:
+    """``sensor``: identity of this sensor."""
+
     name: str = opt("leakmon-sensor", "Sensor name written in events and reports")
 
 
 @dataclass(frozen=True)
 class NetworksConfig:
+    """``networks``: the protected side and the approved destinations."""
+
     protected: list[str] = opt([], "CIDRs of the 保護システム (protected side)")
     approved_destinations: list[str] = opt(
         [], "CIDRs and host names (SNI, HTTP Host, DNS answers) of partners under a confidentiality contract"
@@ -122,6 +126,8 @@ class NetworksConfig:
 
 @dataclass(frozen=True)
 class CaptureConfig:
+    """``capture``: capture sources (AF_PACKET ring, BPF)."""
+
     snaplen: int = opt(65535, "Largest frame captured (GRO/veth frames reach 64 KiB)", minimum=64)
     promiscuous: bool = opt(True, "Put interfaces in promiscuous mode")
     bpf: str = opt("", "BPF filter attached in the kernel (live) or applied on replay")
@@ -135,6 +141,8 @@ class CaptureConfig:
 
 @dataclass(frozen=True)
 class DecoderConfig:
+    """``decoder``: packet decoding and decapsulation."""
+
     checksum_validation: bool = opt(False, "Validate IPv4/TCP/UDP checksums (off: capture hosts see offloaded checksums)")
     vxlan_ports: list[int] = opt([4789], "UDP ports decapsulated as VXLAN")
     decapsulate_gre: bool = opt(True, "Decapsulate GRE and ERSPAN (type II/III)")
@@ -143,6 +151,8 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class DefragConfig:
+    """``defrag``: IP defragmentation."""
+
     memcap: int = size("32 MiB", "Memory for IP fragments awaiting reassembly")
     timeout: float = duration("60s", "Drop incomplete fragment sets after this long")
     max_fragments: int = opt(1024, "Maximum fragments per datagram", minimum=1)
@@ -150,6 +160,8 @@ class DefragConfig:
 
 @dataclass(frozen=True)
 class FlowTimeouts:
+    """``flow.timeouts``: idle timeouts by flow state."""
+
     new: float = duration("30s", "Idle timeout of flows without an established handshake")
     established: float = duration("300s", "Idle timeout of established TCP flows")
     closed: float = duration("10s", "Idle timeout after FIN/RST")
@@ -159,6 +171,8 @@ class FlowTimeouts:
 
 @dataclass(frozen=True)
 class FlowConfig:
+    """``flow``: the flow table."""
+
     memcap: int = size("512 MiB", "Memory for the flow table: each flow is charged 2 KiB when created and 7 KiB more on its first stream payload (parser, detection and reassembly state)")
     max_flows: int = opt(1_000_000, "Hard cap on concurrent flows", minimum=1)
     timeouts: FlowTimeouts = opt(FlowTimeouts(), "Idle timeouts by state")
@@ -166,6 +180,8 @@ class FlowConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
+    """``stream``: TCP reassembly."""
+
     memcap: int = size("256 MiB", "Global memory for out-of-order TCP segments")
     per_flow_memcap: int = size("4 MiB", "Out-of-order bytes held per flow direction")
     overlap_policy: str = choice("first", ("first", "last", "linux", "windows", "bsd"), "Which bytes win when segments overlap")
@@ -179,6 +195,8 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
+    """``app_layer.http``: HTTP/1.x parser limits."""
+
     decompress_layer_limit: int = opt(3, "Maximum stacked Content-Encodings", minimum=1)
     max_header_size: int = size("64 KiB", "Largest request/response header block")
     body_limit: int = size("100 MiB", "Largest body tracked as a file (beyond: TRUNCATED)")
@@ -187,12 +205,16 @@ class HttpConfig:
 
 @dataclass(frozen=True)
 class SmtpConfig:
+    """``app_layer.smtp``: SMTP and MIME parser limits."""
+
     max_line: int = size("64 KiB", "Longest SMTP/MIME line kept")
     mime_max_depth: int = opt(20, "Maximum MIME nesting depth", minimum=1)
 
 
 @dataclass(frozen=True)
 class AppLayerConfig:
+    """``app_layer``: application protocol parsers."""
+
     http: HttpConfig = opt(HttpConfig(), "HTTP/1.x")
     smtp: SmtpConfig = opt(SmtpConfig(), "SMTP and MIME")
     ftp_data_timeout: float = duration("120s", "How long an FTP data-channel expectation lives")
@@ -200,6 +222,8 @@ class AppLayerConfig:
 
 @dataclass(frozen=True)
 class ContentConfig:
+    """``content``: content decoders (archives, documents) and their limits."""
+
     max_buffer: int = size("64 MiB", "Largest file buffered for content decoders (zip, Office, PDF)")
     max_decompressed: int = size("256 MiB", "Largest output of one decompression")
     max_ratio: int = opt(200, "Maximum decompression ratio before a bomb is declared", minimum=1)
@@ -216,6 +240,8 @@ class ContentConfig:
 
 @dataclass(frozen=True)
 class DetectionConfig:
+    """``detection``: the detection engine."""
+
     engine: str = choice("auto", ("auto", "hyperscan", "ahocorasick"), "Matcher engine (auto: Hyperscan when installed)")
     partial_min_chars: int = opt(60, "Characters an outgoing text must share with a registered document", minimum=8)
     context_chars: int = opt(16, "Neighbouring characters kept (masked) in redacted alert context", minimum=0)
@@ -223,12 +249,16 @@ class DetectionConfig:
 
 @dataclass(frozen=True)
 class Suppression:
+    """One ``policy.suppress`` entry: a suppressed sid/host pair."""
+
     sid: int = opt(0, "Signature id (0 = any)")
     host: str = opt("", "Protected host IP or CIDR ('' = any)")
 
 
 @dataclass(frozen=True)
 class Threshold:
+    """One ``policy.thresholds`` entry: a rate limit per sid and host."""
+
     sid: int = opt(0, "Signature id")
     count: int = opt(1, "Alerts allowed per window per host", minimum=1)
     seconds: float = duration("60s", "Window length")
@@ -236,6 +266,8 @@ class Threshold:
 
 @dataclass(frozen=True)
 class PolicyConfig:
+    """``policy``: which findings become alerts."""
+
     inbound_events: bool = opt(False, "Write an informational 'finding' event for markers flowing into the protected side")
     plaintext_violation: bool = opt(True, "Alert protected data leaving in clear text (基準 10(5)エ)")
     weak_crypto_violation: bool = opt(True, "Alert TLS below 1.2 or non-CRYPTREC suites from protected hosts (基準 10(7))")
@@ -245,18 +277,24 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class EveConfig:
+    """``outputs.eve``: the EVE JSON output."""
+
     path: str = opt("eve.json", "EVE JSON lines file ('-' = stdout); relative to the config")
     types: list[str] = opt([], "Event types to write (empty = all)")
 
 
 @dataclass(frozen=True)
 class OutputsConfig:
+    """``outputs``: event outputs."""
+
     eve: EveConfig = opt(EveConfig(), "EVE JSON output")
     stats_interval: float = duration("60s", "Interval of periodic stats records when live")
 
 
 @dataclass(frozen=True)
 class EvidenceConfig:
+    """``evidence``: the encrypted evidence store."""
+
     enabled: bool = opt(True, "Keep packets and files for incidents")
     dir: str = path_opt("evidence", "Evidence store (encrypted at rest)")
     key_file: str = path_opt("", "32-byte AES-256-GCM key (raw or hex) file")
@@ -267,6 +305,8 @@ class EvidenceConfig:
 
 @dataclass(frozen=True)
 class IncidentsConfig:
+    """``incidents``: the incident database and report drafts."""
+
     db: str = path_opt("leakmon.db", "SQLite incident database (WAL)")
     window: float = duration("1h", "Alerts for the same protected host and destination within this window join one incident")
     templates: str = path_opt("", "Folder of report templates (empty = built-in alerts/templates)")
@@ -276,6 +316,8 @@ class IncidentsConfig:
 
 @dataclass(frozen=True)
 class Contact:
+    """One ``reporting.chain`` entry: a person of the reporting chain."""
+
     role: str = opt("", "責任者 / 連絡担当者 / ...")
     name: str = opt("", "Name")
     organization: str = opt("", "Organisation / department")
@@ -285,6 +327,8 @@ class Contact:
 
 @dataclass(frozen=True)
 class ReportingConfig:
+    """``reporting``: company, contract and reporting chain in reports."""
+
     company: str = opt("", "Company name in reports")
     contract: str = opt("", "Contract identifier in reports")
     chain: list[Contact] = opt([], "Reporting chain (連絡系統図)")
@@ -292,6 +336,8 @@ class ReportingConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
+    """``audit``: the hash-chained audit log."""
+
     path: str = path_opt("audit.jsonl", "Hash-chained audit log")
     key_file: str = path_opt("", "HMAC key file (empty: key_env)")
     key_env: str = opt("LEAKMON_AUDIT_KEY", "Environment variable holding the HMAC key")
@@ -301,6 +347,8 @@ class AuditConfig:
 
 @dataclass(frozen=True)
 class WebhookConfig:
+    """``notify.webhook``: the webhook receiver."""
+
     url: str = opt("", "Webhook URL (JSON POST, Alertmanager-style)")
     timeout: float = duration("5s", "Per-request timeout")
     retries: int = opt(5, "Retries with exponential backoff", minimum=0)
@@ -308,6 +356,8 @@ class WebhookConfig:
 
 @dataclass(frozen=True)
 class EmailConfig:
+    """``notify.email``: the e-mail receiver."""
+
     host: str = opt("", "SMTP relay host")
     port: int = opt(587, "SMTP port")
     starttls: bool = opt(True, "Require STARTTLS (refuse to send otherwise); false = implicit TLS (SMTPS), never clear text")
@@ -321,6 +371,8 @@ class EmailConfig:
 
 @dataclass(frozen=True)
 class NotifyConfig:
+    """``notify``: notifications of new incidents."""
+
     webhook: WebhookConfig = opt(WebhookConfig(), "Webhook receiver")
     email: EmailConfig = opt(EmailConfig(), "E-mail receiver")
     queue_size: int = opt(1000, "Pending notifications kept (beyond: dropped and counted)", minimum=1)
@@ -328,12 +380,16 @@ class NotifyConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    """``metrics``: the Prometheus exporter."""
+
     addr: str = opt("127.0.0.1:9917", "Prometheus exporter address (HOST:PORT; '' disables)")
     label_values_cap: int = opt(200, "Distinct values kept per metric label (beyond: 'other', counted)", minimum=1)
 
 
 @dataclass(frozen=True)
 class CoverageConfig:
+    """``coverage``: the durable coverage (常時監視) record."""
+
     path: str = path_opt("coverage.jsonl", "Durable coverage record")
     stall_after: float = duration("5m", "No packets for this long on an interface = capture stalled")
     drop_ratio: float = opt(0.01, "Kernel drop ratio above which monitoring is not effective", minimum=0)
@@ -342,6 +398,8 @@ class CoverageConfig:
 
 @dataclass(frozen=True)
 class CanaryConfig:
+    """``canary``: the canary self-test."""
+
     enabled: bool = opt(False, "Periodically inject a synthetic flow carrying the canary marker")
     interval: float = duration("5m", "Canary period")
     marker: str = opt("LEAKMON-CANARY-7f3a9c", "Canary marker text (not protected data)")
@@ -351,6 +409,8 @@ class CanaryConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration file (``load_config``); each field is one section."""
+
     sensor: SensorConfig = opt(SensorConfig(), "Sensor identity")
     networks: NetworksConfig = opt(NetworksConfig(), "Protected networks and approved destinations")
     signatures: list[str] = paths_opt([], "Signature files or directories (relative to the config)")

@@ -17,6 +17,8 @@ from monitor.model import Flow
 
 @dataclass(slots=True)
 class Event:
+    """One event on the bus: becomes an EVE record (alert, fileinfo, http, stats, ...)."""
+
     event_type: str
     ts: float
     body: dict[str, Any] = field(default_factory=dict)

@@ -70,6 +70,11 @@ def attach_sinks(sensor: Any, replay: bool) -> None:
 
 def _metrics(sensor: Any, replay: bool) -> Any:
     cfg = sensor.cfg
+    if not cfg.metrics.addr:
+        # Disabled: an exporter nobody can scrape has no effect, so neither it nor
+        # prometheus_client (~25 ms of imports) is loaded. Workers run with the address cleared:
+        # their parent serves the merged counters.
+        return None
     try:
         from alerts.metrics import MetricsExporter, sensor_info
     except ImportError:  # the exporter module is optional at import time only in development trees

@@ -44,7 +44,7 @@ BATCH_LINES = 256
 # worker: about 0.25 s of CPU each. A module missing here only costs that worker the import.
 _WORKER_MODULES = (
     "monitor.runner", "monitor.sinks", "monitor.pipeline", "monitor.capture.pcapfile", "monitor.shard",
-    "detectors.engine", "alerts.audit", "alerts.evidence", "alerts.incidents", "alerts.notify", "alerts.metrics",
+    "detectors.engine", "alerts.audit", "alerts.evidence", "alerts.incidents", "alerts.notify",
     "monitor.applayer.http1", "monitor.applayer.tls", "monitor.applayer.dns", "monitor.applayer.smtp",
     "monitor.applayer.ftp",
 )
@@ -142,13 +142,20 @@ def _own_file_ids(index: int, n: int) -> None:
     files._file_ids = itertools.count(index + 1, n)
 
 
-def _preload_worker_modules() -> None:
+def _preload_worker_modules(cfg: Config) -> None:
     for name in _WORKER_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    if cfg.evidence.enabled:
+        # The cipher is imported on first use (a one-process replay with evidence off never
+        # pays for it); workers that keep evidence all need it, so the parent takes it once.
+        from alerts.evidence import _cipher_class
+
+        with contextlib.suppress(ImportError):
+            _cipher_class()
 
 
-def _start_workers(procs: list[Any]) -> None:
+def _start_workers(procs: list[Any], cfg: Config) -> None:
     """Fork the workers from a parent that has imported what they need.
 
     Fork safety: the parent has started no thread yet (the queue's feeder thread starts on its
@@ -156,7 +163,7 @@ def _start_workers(procs: list[Any]) -> None:
     ``gc.freeze`` before the fork keeps the children's collections off the parent's objects, so
     they are neither walked again nor copied (a collection writes to every object it visits).
     """
-    _preload_worker_modules()
+    _preload_worker_modules(cfg)
     gc.freeze()
     try:
         for p in procs:
@@ -313,7 +320,7 @@ def replay_sharded(cfg: Config, args: argparse.Namespace) -> int:
     parent_stats = _open_audit_log(cfg)
     procs = [ctx.Process(target=_replay_worker, args=(cfg, list(args.files), i, n, q, eve_mode), daemon=True)
              for i in range(n)]
-    _start_workers(procs)
+    _start_workers(procs, cfg)
     merged = Stats()
     per_worker = {PARENT: (parent_stats.counters, parent_stats.gauges)}
     _collect(q, procs, writer, merged, per_worker)
@@ -396,7 +403,7 @@ def live_sharded(cfg: Config, args: argparse.Namespace) -> int:
     procs = [ctx.Process(target=_live_worker, args=(cfg, list(args.interfaces), i, group, q, eve_mode, alert_metrics,
                                                     n), daemon=True)
              for i in range(n)]
-    _start_workers(procs)
+    _start_workers(procs, cfg)
     merged = Stats()
     per_worker = {PARENT: (parent_stats.counters, parent_stats.gauges)}
     exporter = _parent_exporter(cfg, merged)

@@ -225,8 +225,11 @@ def test_sensor_allocator_settings_apply() -> None:
 
 def test_parent_starts_no_thread_before_forking_workers() -> None:
     """Workers are forked after the parent imported their modules: a thread then would be unsafe."""
-    code = ("import threading, monitor.workers as w; w._preload_worker_modules(); "
-            "import sys; print(threading.active_count(), 'monitor.pipeline' in sys.modules)")
+    code = ("import threading, monitor.workers as w; from monitor.config import Config, EvidenceConfig; "
+            "w._preload_worker_modules(Config(evidence=EvidenceConfig(enabled=True))); "
+            "import sys; print(threading.active_count(), 'monitor.pipeline' in sys.modules, "
+            "'cryptography.hazmat.primitives.ciphers.aead' in sys.modules, 'prometheus_client' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["1", "True"]
+    # evidence on: the cipher is taken once before the fork; metrics are the parent's alone
+    assert r.stdout.split() == ["1", "True", "True", "False"]
