@@ -610,6 +610,9 @@ class MimeParser:
         if index != len(self._stack) - 1:
             self._sh.anomaly("mime.boundary_mismatch", once=True)
             del self._stack[index + 1 :]
+            # The closed levels' boundaries leave the delimiter table too: one of them may reuse
+            # an outer boundary, whose lines must now reach the outer level (not a level gone).
+            self._rebuild_delims()
         multipart = self._stack[index]
         if close:
             self._stack.pop()

@@ -255,6 +255,24 @@ def test_outer_boundary_closes_inner_parts() -> None:
     assert "mime.boundary_mismatch" in sink.anomalies
 
 
+def test_inner_level_reusing_an_outer_boundary_is_closed_with_it() -> None:
+    # outer "b10" > "b1" > a third level that reuses "b10". A plain "--b1" line closes that
+    # third level (mismatch); the next "--b10" line belongs to the outermost level again. The
+    # parser used to keep the closed level's delimiter and crash (IndexError: parser detached,
+    # the rest of the message not decoded: an evasion).
+    msg = (b'Content-Type: multipart/mixed; boundary="b10"\r\n\r\n--b10\r\n'
+           b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n'
+           b'Content-Type: multipart/mixed; boundary="b10"\r\n\r\n--b10\r\n\r\nA\r\n'
+           b"--b1\r\n\r\nB\r\n"
+           b"--b10\r\nContent-Disposition: attachment; filename=c.txt\r\n\r\nC\r\n--b10--\r\n")
+    for chunk in (None, 1, 7):
+        sink = parse(msg, chunk)
+        assert [sink.leaf(i) for i in range(len(sink.leaves))] == [b"A", b"B", b"C"]
+        assert [p.label for p in sink.leaves] == ["1.1.1", "1.2", "2"]
+        assert sink.leaves[2].filename == "c.txt"
+        assert "mime.boundary_mismatch" in sink.anomalies
+
+
 def test_header_and_part_caps() -> None:
     stats = Stats()
     msg = b"".join(b"X-H%d: v\r\n" % i for i in range(50)) + b"\r\nbody"
