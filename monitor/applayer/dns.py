@@ -11,6 +11,8 @@ malformed messages are ``dns.*`` anomalies.
 from __future__ import annotations
 
 import ipaddress
+import socket
+import struct
 from typing import Any
 
 from monitor.applayer.base import AppContext
@@ -78,7 +80,7 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
 def _rdata(msg: bytes, rtype: int, start: int, length: int) -> str | None:
     raw = msg[start:start + length]
     if rtype == 1 and length == 4:
-        return str(ipaddress.IPv4Address(raw))
+        return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"  # str(ipaddress.IPv4Address(raw)), without the object
     if rtype == 28 and length == 16:
         return str(ipaddress.IPv6Address(raw))
     if rtype in (2, 5, 12, 39):
@@ -99,20 +101,30 @@ def _rdata(msg: bytes, rtype: int, start: int, length: int) -> str | None:
     return None
 
 
+# Fixed-size fields read in one C call each (the bounds are checked before every read).
+_HEADER = struct.Struct(">6H")  # id, flags, question/answer/authority/additional counts
+_RECORD = struct.Struct(">HHIH")  # type, class, TTL, rdata length
+_U16 = struct.Struct(">H")
+
+
+def _packed(rtype: int, address: str) -> bytes:
+    """The packed form of an A/AAAA record's address text as :func:`_rdata` wrote it (what
+    ``ipaddress.ip_address(address).packed`` gives, without building the object)."""
+    return socket.inet_aton(address) if rtype == 1 else socket.inet_pton(socket.AF_INET6, address)
+
+
 def parse_message(msg: bytes) -> dict[str, Any]:
     """Header, questions and answer records of one DNS message. Raises DnsMalformed."""
     if len(msg) < 12:
         raise DnsMalformed("short header")
-    ident = int.from_bytes(msg[0:2], "big")
-    flags = int.from_bytes(msg[2:4], "big")
-    qd, an, ns, _ar = (int.from_bytes(msg[i:i + 2], "big") for i in (4, 6, 8, 10))
+    ident, flags, qd, an, ns, _ar = _HEADER.unpack_from(msg)
     pos = 12
     questions = []
     for _ in range(min(qd, MAX_RECORDS)):
         name, pos = read_name(msg, pos)
         if pos + 4 > len(msg):
             raise DnsMalformed("question past end")
-        qtype = int.from_bytes(msg[pos:pos + 2], "big")
+        qtype = _U16.unpack_from(msg, pos)[0]
         pos += 4
         questions.append((name, qtype))
     answers = []
@@ -124,9 +136,7 @@ def parse_message(msg: bytes) -> dict[str, Any]:
         name, pos = read_name(msg, pos)
         if pos + 10 > len(msg):
             raise DnsMalformed("record past end")
-        rtype = int.from_bytes(msg[pos:pos + 2], "big")
-        ttl = int.from_bytes(msg[pos + 4:pos + 8], "big")
-        rdlen = int.from_bytes(msg[pos + 8:pos + 10], "big")
+        rtype, _class, ttl, rdlen = _RECORD.unpack_from(msg, pos)
         pos += 10
         if pos + rdlen > len(msg):
             raise DnsMalformed("rdata past end")
@@ -234,8 +244,7 @@ class DnsParser:
                 del a["rdata"]
             answers.append(a)
             if rtype in (1, 28) and a.get("rdata"):
-                self.ctx.learn_name(ipaddress.ip_address(a["rdata"]).packed,
-                                    body.get("rrname") or a["rrname"], "dns")
+                self.ctx.learn_name(_packed(rtype, a["rdata"]), body.get("rrname") or a["rrname"], "dns")
         if answers:
             body["answers"] = answers
         self.ctx.event("dns", {"dns": body}, direction=direction, tx_id=tx_id, ts=self.ts)

@@ -86,9 +86,7 @@ def create(name: str, ctx: AppContext) -> Guarded | None:
         ctx.stats.incr("applayer.parser_missing", proto=name)
         return None
     if name == "dns":
-        from monitor.applayer.dns import DnsParser
-
-        return Guarded(DnsParser(ctx, tcp=True), ctx)
+        return Guarded(_dns_parser_class()(ctx, tcp=True), ctx)
     return Guarded(factory(ctx), ctx)
 
 
@@ -345,14 +343,27 @@ def new_tcp_parser(ctx: AppContext, tunnel: bool = False) -> AppParser:
 
 
 def new_udp_parser(ctx: AppContext) -> AppParser | None:
-    """The parser for a new UDP flow: DNS on 53/5353, else None (raw matching only)."""
+    """The parser for a new UDP flow: DNS on 53/5353, else None (raw matching only).
+
+    The DNS parser itself, not wrapped in :class:`Guarded`: it is the flow's parser, and the
+    pipeline's ``try`` around every datagram's ``feed`` contains its errors the same way (the
+    ``applayer.parser_error`` counter and anomaly, parser detached) -- as for a TCP flow's parser
+    once detected. The class is looked up once (no import statement per flow)."""
     flow = ctx.flow
     if flow.sport in DNS_PORTS or flow.cport in DNS_PORTS:
+        dns_parser = _dns_parser_class()
+        ctx.set_app_proto("dns")
+        return dns_parser(ctx, tcp=False)
+    return None
+
+
+def _dns_parser_class() -> Any:
+    cls = _LOADED.get(_PARSERS["dns"])
+    if cls is None:
         from monitor.applayer.dns import DnsParser
 
-        ctx.set_app_proto("dns")
-        return Guarded(DnsParser(ctx, tcp=False), ctx)
-    return None
+        cls = _LOADED[_PARSERS["dns"]] = DnsParser
+    return cls
 
 
 def known_protocols() -> dict[str, Any]:

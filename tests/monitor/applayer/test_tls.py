@@ -201,3 +201,69 @@ def test_fuzz_mutated_handshakes_never_raise(data: st.DataObject) -> None:
     p.close(2.0)
     assert len(ctx.event_bodies("tls")) <= 1
     assert all(len(s.records) <= (1 << 14) + 2048 + 5 for s in p.sides)
+
+
+# The list helpers as they were before the C-level versions (frozen reference).
+def _ref_u16_list(raw: bytes) -> list[int]:
+    return [int.from_bytes(raw[k:k + 2], "big") for k in range(0, len(raw) - 1, 2)]
+
+
+def _ref_hex4(values: list[int]) -> str:
+    return ",".join(f"{v:04x}" for v in values)
+
+
+def _ref_dashed(values: list[int]) -> str:
+    return "-".join(str(v) for v in values)
+
+
+def test_grease_set_is_the_grease_predicate() -> None:
+    from monitor.applayer.tls import _GREASE, is_grease
+
+    assert [v for v in range(0x10000) if v in _GREASE] == [v for v in range(0x10000) if is_grease(v)]
+    assert len(_GREASE) == 16
+
+
+@settings(max_examples=300)
+@given(raw=st.binary(max_size=80), values=st.lists(st.integers(0, 0xFFFF), max_size=40))
+def test_list_helpers_match_their_reference(raw: bytes, values: list[int]) -> None:
+    from monitor.applayer.tls import _hex4, _Reader, ja3_string
+
+    assert _Reader(raw).u16_list() == _ref_u16_list(raw)
+    assert _hex4(values) == _ref_hex4(values)
+    assert ja3_string(771, values, values[:3], values[3:], [0]) == (
+        f"771,{_ref_dashed(values)},{_ref_dashed(values[:3])},{_ref_dashed(values[3:])},0")
+
+
+@settings(max_examples=150)
+@given(ciphers=st.lists(st.integers(0, 0xFFFF), max_size=30), exts=st.lists(
+    st.sampled_from([0x0000, 0x0010, 0x000A, 0x000B, 0x000D, 0x002B, 0x0017, 0xFF01, 0x0A0A, 0x4A4A]),
+    max_size=10, unique=True), sigalgs=st.lists(st.integers(1, 0xFFFF), min_size=1, max_size=12),
+    versions=st.lists(st.sampled_from([0x0304, 0x0303, 0x0302, 0x7A7A, 0x0A0A]), min_size=1, max_size=4),
+    grease=st.booleans())
+def test_generated_hellos_fingerprint_as_the_reference_computes(
+        ciphers: list[int], exts: list[int], sigalgs: list[int], versions: list[int], grease: bool) -> None:
+    """JA3/JA4 of generated ClientHellos (GREASE anywhere) equal what the reference list
+    helpers and the GREASE predicate give from the same fields."""
+    from monitor.applayer.tls import is_grease, ja4, parse_client_hello
+
+    rec = client_hello(ciphers=ciphers, exts=exts, grease=grease, sigalgs=sigalgs, versions=versions)
+    info = parse_client_hello(rec[9:])
+    all_ciphers = ([0x0A0A] if grease else []) + ciphers
+    all_exts = ([0x1A1A] if grease else []) + exts
+    want_ciphers = [c for c in all_ciphers if not is_grease(c)]
+    want_exts = [e for e in all_exts if not is_grease(e)]
+    assert info["ciphers"] == want_ciphers and info["extensions"] == want_exts
+    want_sig = [s for s in sigalgs if not is_grease(s)] if 0x000D in exts else []
+    want_versions = [v for v in ([0x3A3A] if grease else []) + versions if not is_grease(v)] if 0x002B in exts else []
+    groups = [0x001D, 0x0017, 0x0018] if 0x000A in exts else []
+    points = [0] if 0x000B in exts else []
+    assert (info["sig_algs"], info["versions"], info["groups"], info["point_formats"]) == (
+        want_sig, want_versions, groups, points)
+    ja3 = f"771,{_ref_dashed(want_ciphers)},{_ref_dashed(want_exts)},{_ref_dashed(groups)},{_ref_dashed(points)}"
+    assert info["ja3"]["string"] == ja3
+    assert (info["ja4"], info["ja4_r"]) == ja4(want_ciphers, want_exts, want_sig, want_versions, 0x0303,
+                                                 "h2" if 0x0010 in exts else "", 0x0000 in exts)
+    e_raw = _ref_hex4(sorted(e for e in want_exts if e not in (0x0000, 0x0010)))
+    if want_sig:
+        e_raw += "_" + _ref_hex4(want_sig)
+    assert info["ja4_r"].split("_", 2)[1:] == [_ref_hex4(sorted(want_ciphers)), e_raw]
