@@ -47,6 +47,23 @@ def _ip_offset(buf: bytes, start: int, length: int, linktype: int) -> int:
     return -1
 
 
+# n == 2 (two workers): the hash's lowest bit is the parity of the lowest bit of every address
+# byte. The fold (h ^= h >> 16; h ^= h >> 8) makes bit 0 of h the XOR of bits 0, 8, 16 and 24 of
+# ``source ^ destination``, and those are these bits of both addresses together.
+PAIR_PARITY_BITS = 0x0101010101010101
+
+
+def v4_pair_shard(pair: int, n: int) -> int:
+    """:func:`shard_at` of an IPv4 frame from its two addresses read as one big-endian 64-bit
+    number (``source << 32 | destination``). The capture reader inlines the ``n == 2`` case."""
+    if n == 2:
+        return (pair & PAIR_PARITY_BITS).bit_count() & 1
+    h = (pair ^ pair >> 32) & 0xFFFFFFFF
+    h ^= h >> 16
+    h ^= h >> 8
+    return h % n
+
+
 def shard_of(data: bytes, linktype: int, n: int) -> int:
     """Worker index in [0, n) for a frame; non-IP frames go to worker 0."""
     return shard_at(data, 0, len(data), linktype, n)

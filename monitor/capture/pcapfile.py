@@ -31,13 +31,22 @@ from monitor.capture.bpf import BpfProgram
 from monitor.capture.progress import ProgressLine
 from monitor.errors import LeakmonError
 from monitor.model import LINKTYPE_ETHERNET, RawPacket
-from monitor.shard import shard_at
+from monitor.shard import PAIR_PARITY_BITS, shard_at, v4_pair_shard
 from monitor.stats import Stats
 
 CHUNK = 1 << 20  # bytes per read
-_V4_PAIR = struct.Struct("!II").unpack_from  # IPv4 source and destination, for sharding
 MAX_RECORD = 256 * 1024  # largest believable captured frame
 MAX_BLOCK = 16 * 1024 * 1024  # largest believable pcapng block (name resolution, secrets, ...)
+# Sharding's common frame (untagged Ethernet + IPv4) in one unpack from the frame's start: the
+# EtherType, IP version/IHL and TOS as one number (``>> 12 == ETHER_V4_TAG``: EtherType 0x0800
+# and version 4), then both IPv4 addresses as one number (monitor.shard.v4_pair_shard). Needs
+# 34 bytes of frame (ETHER_V4_MIN). Every --workers worker tests every record of the file, most
+# of them to skip them: this test is what a worker pays for each frame of the other shards.
+_ETHER_V4 = struct.Struct("!12xI10xQ").unpack_from
+ETHER_V4_TAG = 0x8004
+ETHER_V4_MIN = 34
+_NEVER = MAX_BLOCK + 1  # a frame length no record reaches: the other link types never take the inline test
+_NOT_V4 = (0, 0)  # the unpack's stand-in for a frame too short (or of another link type): shard_at decides
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -356,9 +365,10 @@ def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: 
     unpack_from = struct.Struct(endian + "IIII").unpack_from
     shard_index, shard_n = shard if shard is not None else (0, 0)
     # Sharding, inlined for the common frame (untagged Ethernet + IPv4): shard_of's hash of
-    # the two addresses; any other frame asks shard_at.
-    ether = linktype == LINKTYPE_ETHERNET
-    v4_pair = _V4_PAIR
+    # the two addresses; any other frame (and every frame of another link type) asks shard_at.
+    # Each worker tests every record of the file, most of them to skip it: the test is kept short.
+    ether_v4, v4_min = _ETHER_V4, ETHER_V4_MIN if linktype == LINKTYPE_ETHERNET else _NEVER
+    halves, parity_bits = shard_n == 2, PAIR_PARITY_BITS
     buf = b""
     pos = 0
     n = start_cnt
@@ -385,16 +395,16 @@ def _pcap_records(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, endian: 
                     exceeded += 1  # longer than the header's snaplen, but it frames
                 n += 1
                 if shard_n:
-                    if ether and caplen >= 34 and buf[start + 12] == 8 and buf[start + 13] == 0 \
-                            and buf[start + 14] >> 4 == 4:
-                        a, b = v4_pair(buf, start + 26)
-                        h = a ^ b
-                        h ^= h >> 16
-                        h ^= h >> 8
-                        mine = h % shard_n == shard_index
-                    else:
-                        mine = shard_at(buf, start, caplen, linktype, shard_n) == shard_index
-                    if not mine:
+                    tag, pair = ether_v4(buf, start) if caplen >= v4_min else _NOT_V4
+                    if tag >> 12 == ETHER_V4_TAG:  # shard_of, inlined for two workers
+                        if halves:
+                            if (pair & parity_bits).bit_count() & 1 != shard_index:
+                                pos = nxt
+                                continue
+                        elif v4_pair_shard(pair, shard_n) != shard_index:
+                            pos = nxt
+                            continue
+                    elif shard_at(buf, start, caplen, linktype, shard_n) != shard_index:
                         pos = nxt
                         continue
                 ts = sec + frac * scale
@@ -471,11 +481,12 @@ def _pcapng_blocks(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, first: 
     u32x2 = struct.Struct(endian + "II").unpack_from
     epb_head = struct.Struct(endian + "IIIIIII").unpack_from  # block type and length + the EPB fields
     shard_index, shard_n = shard if shard is not None else (0, 0)
-    v4_pair = _V4_PAIR
+    ether_v4, v4_min = _ETHER_V4, _NEVER  # as in _pcap_records; v4_min follows the interface's link type
+    halves, parity_bits = shard_n == 2, PAIR_PARITY_BITS
     epb_type, max_record, max_block = PCAPNG_EPB, MAX_RECORD, MAX_BLOCK  # locals: cheaper per packet
     # The interface of the last fast-path block, in locals (most files have one interface).
     cur = -1
-    linktype, iface, ether = 0, "", False
+    linktype, iface = 0, ""
     divisor, multiplier, offset, plain = 1_000_000, 0.0, 0, True
     try:
         while True:
@@ -498,7 +509,7 @@ def _pcapng_blocks(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, first: 
                         cur = ifid
                         fast_if = ifaces[ifid]
                         linktype, iface = fast_if.linktype, fast_if.name
-                        ether = linktype == LINKTYPE_ETHERNET
+                        v4_min = ETHER_V4_MIN if linktype == LINKTYPE_ETHERNET else _NEVER
                         divisor, multiplier, offset = fast_if.divisor, fast_if.multiplier, fast_if.offset
                         plain = not multiplier and not offset
                     ticks = (tsh << 32) | tsl
@@ -509,13 +520,12 @@ def _pcapng_blocks(stream: IO[bytes], raw_file: IO[bytes], stats: Stats, first: 
                     start = pos + 28
                     pos = nxt
                     if shard_n:
-                        if ether and caplen >= 34 and buf[start + 12] == 8 and buf[start + 13] == 0 \
-                                and buf[start + 14] >> 4 == 4:  # shard_of, inlined as in _pcap_records
-                            a, b = v4_pair(buf, start + 26)
-                            h = a ^ b
-                            h ^= h >> 16
-                            h ^= h >> 8
-                            if h % shard_n != shard_index:
+                        tag, pair = ether_v4(buf, start) if caplen >= v4_min else _NOT_V4
+                        if tag >> 12 == ETHER_V4_TAG:  # shard_of, inlined as in _pcap_records
+                            if halves:
+                                if (pair & parity_bits).bit_count() & 1 != shard_index:
+                                    continue
+                            elif v4_pair_shard(pair, shard_n) != shard_index:
                                 continue
                         elif shard_at(buf, start, caplen, linktype, shard_n) != shard_index:
                             continue

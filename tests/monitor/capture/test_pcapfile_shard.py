@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from monitor.capture.pcapfile import read_capture
 from monitor.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_NULL, LINKTYPE_RAW
-from monitor.shard import shard_at, shard_of
+from monitor.shard import shard_at, shard_of, v4_pair_shard
 from monitor.stats import Stats
 from tests.conftest import PCAPS
 
@@ -141,3 +141,44 @@ def test_shard_at_reads_in_place():
         buf = pad + data + rng.randbytes(rng.randrange(8))
         for n in (2, 3, 5):
             assert shard_at(buf, len(pad), len(data), LINKTYPE_ETHERNET, n) == shard_of(data, LINKTYPE_ETHERNET, n)
+
+
+def _pcapng(frames: list[bytes]) -> bytes:
+    """One section, one Ethernet interface, an Enhanced Packet Block per frame."""
+    shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    idb = struct.pack("<IIHHII", 1, 20, LINKTYPE_ETHERNET, 0, 65535, 20)
+    out = [shb, idb]
+    for i, f in enumerate(frames):
+        body = f + bytes(-len(f) % 4)
+        blen = 32 + len(body)
+        out.append(struct.pack("<IIIIIII", 6, blen, 0, 0, i, len(f), len(f)) + body + struct.pack("<I", blen))
+    return b"".join(out)
+
+
+def test_inline_ipv4_test_agrees_with_shard_of(tmp_path):
+    """The reader's inline test for untagged Ethernet + IPv4 (the two-worker parity and the other
+    counts' hash): many address pairs, every IP version nibble and IHL behind EtherType 0x0800,
+    frames cut around the 34 bytes the inline test reads, in pcap and pcapng."""
+    rng = random.Random(5)
+    frames = []
+    for _ in range(3000):
+        vhl = rng.choice([0x45, 0x45, 0x46, 0x4F, 0x65, 0x35, 0x05, 0xF5])
+        ip = struct.pack("!BBHHHBBH4s4s", vhl, 0, 40, 1, 0, 64, 6, 0, rng.randbytes(4), rng.randbytes(4))
+        data = bytes(12) + struct.pack("!H", rng.choice([0x0800, 0x0800, 0x0800, 0x86DD, 0x0806])) + ip + bytes(20)
+        frames.append(data[:rng.choice([len(data), 33, 34, 35, 30, 14])])
+    for name, content in (("gen.pcap", _pcap(LINKTYPE_ETHERNET, frames)), ("gen.pcapng", _pcapng(frames))):
+        path = tmp_path / name
+        path.write_bytes(content)
+        for n in (2, 3, 4, 5):
+            whole = _check_partition(path, n)
+            assert len(whole) == len(frames)
+
+
+def test_v4_pair_shard_is_shard_of():
+    rng = random.Random(9)
+    for _ in range(5000):
+        a, b = rng.randbytes(4), rng.randbytes(4)
+        data = bytes(12) + b"\x08\x00" + _ipv4(a, b)
+        pair = int.from_bytes(a + b, "big")
+        for n in (2, 3, 4, 5, 7, 8, 16):
+            assert v4_pair_shard(pair, n) == shard_of(data, LINKTYPE_ETHERNET, n)
