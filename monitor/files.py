@@ -21,12 +21,18 @@ The buffer is a list of the written pieces, not one growing bytearray: a write k
 one bytearray (so a stream of tiny writes costs no more memory than before), and a clean close
 joins the pieces once into the ``bytes`` that :meth:`FileObject.content` returns (a file written
 in one piece is never copied) and hashes what is still pending in one call.
+
+An archive member written again as the very same ``bytes`` object (the extraction cache replays
+a repeated archive's members as the same objects) takes its digests from a small memo keyed by
+that object's identity instead of being hashed again (:class:`_DigestMemo`); so that the memo
+can answer, a member's single piece is hashed at the close rather than at the write.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol, cast
 
@@ -48,6 +54,10 @@ HASH_BLOCK = 256 * 1024  # buffered bytes hashed together (bounds the work done 
 # Writes shorter than this are appended to one shared bytearray rather than kept as pieces: a
 # piece costs about 40 bytes of object and list slot, under 8 % of a piece this long.
 SMALL_WRITE = 512
+# The digest memo (see _DigestMemo) keeps at most this many bytes of member contents alive, and
+# only members at least DIGEST_MEMO_MIN long (shorter ones cost less to hash than to look up).
+DIGEST_MEMO_BYTES = 8 << 20
+DIGEST_MEMO_MIN = 4096
 
 
 class FileListener(Protocol):
@@ -169,6 +179,7 @@ class FileObject:
             if self._hashing:
                 self._hash(data)
         elif self._buffered + n <= self.max_buffer:
+            first = not chunks
             if n >= SMALL_WRITE:
                 # A reference, not a copy; bytes only (a caller may reuse a bytearray or view).
                 chunks.append(data if type(data) is bytes else bytes(data))
@@ -179,7 +190,8 @@ class FileObject:
             else:
                 self._tail += data
             self._buffered += n
-            if self._buffered - self._hashed >= HASH_BLOCK:
+            # A member's one piece waits for the close, where the digest memo may know it.
+            if self._buffered - self._hashed >= HASH_BLOCK and not (first and self.parent is not None):
                 self._hash_pending()
         else:
             self._hash_pending()
@@ -193,7 +205,11 @@ class FileObject:
     def _hash(self, data: Any) -> None:
         hashers = self._hashers
         if hashers is None:
-            self._hashers = [_HASH_FACTORIES[name](data) for name in self._hash_names]
+            names = self._hash_names
+            if len(names) == 1:  # SHA-256 alone, the default: no list comprehension frame
+                self._hashers = [hashlib.sha256(data)]
+            else:
+                self._hashers = [_HASH_FACTORIES[name](data) for name in names]
         else:
             for h in hashers:
                 h.update(data)
@@ -215,24 +231,47 @@ class FileObject:
         if self._hashing:
             self._hash(block)
 
-    def _join_and_hash(self) -> None:
-        """At a clean close: the pieces become one ``bytes`` (what content() returns), and the
-        part not hashed yet is hashed from it in one call."""
+    def _join(self) -> bytes | None:
+        """At a clean close: the pieces become one ``bytes`` (what content() returns)."""
         chunks = self._chunks
         if chunks is None:
-            return
+            return None
         whole = chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
         self._chunks = [whole]
         self._tail = None
-        hashed = self._hashed
-        if hashed < len(whole):
-            if hashed:
-                with memoryview(whole) as view, view[hashed:] as pending:
+        self._buffered = len(whole)
+        self._hashed_chunks = 1
+        return whole
+
+    def _digests(self) -> tuple[str, ...]:
+        """At a clean close: the hex digests of the whole content, in ``_hash_names`` order. The
+        part not hashed yet is hashed from the joined content in one call; a member nothing of
+        which was hashed yet may find its digests in the memo instead."""
+        whole = self._join()
+        memo_key = whole if self._may_use_memo(whole) else None
+        if memo_key is not None:
+            known = _digest_memo.get(memo_key, self._hash_names)
+            if known is not None:
+                self._hashed = len(memo_key)
+                return known
+        if whole is not None and self._hashed < len(whole):
+            if self._hashed:
+                with memoryview(whole) as view, view[self._hashed:] as pending:
                     self._hash(pending)
             else:
                 self._hash(whole)
-        self._hashed = self._buffered = len(whole)
-        self._hashed_chunks = 1
+            self._hashed = len(whole)
+        if self._hashers is None:
+            self._hash(b"")  # an empty file (nothing was ever hashed)
+        hashers = cast(list[Any], self._hashers)
+        digests = (hashers[0].hexdigest(),) if len(hashers) == 1 else tuple(h.hexdigest() for h in hashers)
+        if memo_key is not None:
+            _digest_memo.put(memo_key, self._hash_names, digests)
+        return digests
+
+    def _may_use_memo(self, whole: bytes | None) -> bool:
+        """A member's content of which nothing was hashed yet (see :class:`_DigestMemo`)."""
+        return whole is not None and self._hashers is None and self.parent is not None and len(whole) >= DIGEST_MEMO_MIN
 
     def gap(self, length: int) -> None:
         if self.state != STATE_OPEN or length <= 0:
@@ -259,11 +298,8 @@ class FileObject:
         else:
             self.state = STATE_CLOSED
         if self.state == STATE_CLOSED and self._hashing:
-            self._join_and_hash()
-            if self._hashers is None:
-                self._hash(b"")  # an empty file (nothing was ever hashed)
-            for name, h in zip(self._hash_names, self._hashers or (), strict=True):
-                setattr(self, name, h.hexdigest())
+            for name, digest in zip(self._hash_names, self._digests(), strict=True):
+                setattr(self, name, digest)
         self._hashing = False
         self._hashers = None
         if self.listener is not None:
@@ -316,3 +352,43 @@ def hash_set(names: Iterable[str]) -> tuple[str, ...]:
     if REQUIRED_HASH not in wanted:
         raise ValueError(f"must include {REQUIRED_HASH!r}: file fingerprints, evidence and incidents use it")
     return tuple(name for name in HASH_NAMES if name in wanted)
+
+
+class _DigestMemo:
+    """The digests of member contents hashed recently, found by the identity of the content.
+
+    :class:`monitor.content.extract.ExtractCache` replays a repeated archive (the same attachment
+    mailed again, the same zip downloaded again) as the very same Member objects, so the
+    pipeline writes the same ``bytes`` object into the member's FileObject: hashing it again
+    would give the same digests. An entry keeps its ``bytes`` object alive, so no other object
+    can take its ``id`` while the entry exists, and a match is checked with ``is``: equal digests
+    follow from the identical immutable object, never from a hash of the content. At most
+    DIGEST_MEMO_BYTES of contents are held, least recently used first out.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[int, tuple[bytes, tuple[str, ...], tuple[str, ...]]] = OrderedDict()
+
+    def get(self, content: bytes, names: tuple[str, ...]) -> tuple[str, ...] | None:
+        entry = self._entries.get(id(content))
+        if entry is None or entry[0] is not content or entry[1] != names:
+            return None
+        self._entries.move_to_end(id(content))
+        return entry[2]
+
+    def put(self, content: bytes, names: tuple[str, ...], digests: tuple[str, ...]) -> None:
+        if len(content) > self.max_bytes:
+            return
+        old = self._entries.pop(id(content), None)
+        if old is not None:
+            self.size -= len(old[0])
+        self._entries[id(content)] = (content, names, digests)
+        self.size += len(content)
+        while self.size > self.max_bytes:
+            _, (dropped, _, _) = self._entries.popitem(last=False)
+            self.size -= len(dropped)
+
+
+_digest_memo = _DigestMemo(DIGEST_MEMO_BYTES)

@@ -312,6 +312,33 @@ _CACHED_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08", OLE_MAGIC, b"%PDF-
 _CACHED_FORMATS = ("zip", "ole", "pdf")
 
 
+_Calls = list[tuple[str, int, dict[str, Any]]]
+
+
+class _Entry:
+    """A kept ``extract()`` outcome; ``size`` includes the results of its members (below)."""
+
+    __slots__ = ("items", "calls", "size", "member_ids")
+
+    def __init__(self, items: list[Item], calls: _Calls, size: int) -> None:
+        self.items = items
+        self.calls = calls
+        self.size = size
+        self.member_ids: list[int] = []  # the ids of the member contents registered for it
+
+
+class _MemberResults:
+    """The outcomes of ``extract()`` on one member content of a kept entry, by the rest of the
+    arguments (name, MIME type, depth, limits)."""
+
+    __slots__ = ("data", "owner", "results")
+
+    def __init__(self, data: bytes, owner: _Entry) -> None:
+        self.data = data
+        self.owner = owner
+        self.results: dict[tuple[Any, ...], tuple[list[Item], _Calls]] = {}
+
+
 class ExtractCache:
     """The items and counter increments of recent ``extract()`` calls, replayed for a call with
     the same bytes, name, MIME type, depth and limits.
@@ -324,6 +351,13 @@ class ExtractCache:
     is its URL). Only calls that ran to the end without the CPU-time cap (whose outcome depends
     on the machine, not the input) are kept. At most ``max_bytes`` of inputs and outputs are
     held, least recently used first out; an input over ``max_input`` bytes is never kept.
+
+    A hit replays the very Member objects of the first call, and the pipeline extracts each
+    member again: a text member of a repeated zip would be decoded again each time. So the
+    members of a kept entry are registered by the identity of their content (the entry keeps
+    the ``bytes`` object alive, so no other object can take its ``id``; a match is checked with
+    ``is``), and ``extract()`` on such a content is kept as well, whatever its format, keyed by
+    name, MIME type, depth and limits, under the same rules; it leaves with its entry.
     """
 
     def __init__(self, max_bytes: int = 32 << 20, max_input: int = 4 << 20) -> None:
@@ -331,8 +365,9 @@ class ExtractCache:
         self.max_input = max_input
         self.size = 0
         self.hits = 0
-        self._entries: OrderedDict[tuple[Any, ...], tuple[list[Item], list[tuple[str, int, dict[str, Any]]], int]]
-        self._entries = OrderedDict()
+        self.member_hits = 0
+        self._entries: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+        self._members: dict[int, _MemberResults] = {}
 
     def extract(
         self, data: bytes, *, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats
@@ -342,9 +377,12 @@ class ExtractCache:
         A plain function, not a generator: a file the cache does not keep goes straight to
         extract()'s iterator, with no generator of its own in between."""
         fmt = self._cacheable(data, name, mime) if self.max_bytes > 0 else None
-        if fmt is None:
-            return _items(data, name, mime, depth, limits, stats, None)
-        return self._cached(data, name, mime, depth, limits, stats, fmt)
+        if fmt is not None:
+            return self._cached(data, name, mime, depth, limits, stats, fmt)
+        member = self._members.get(id(data)) if self._members else None
+        if member is not None and member.data is data:
+            return self._member(member, name, mime, depth, limits, stats)
+        return _items(data, name, mime, depth, limits, stats, None)
 
     def _cached(
         self, data: bytes, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats, fmt: str
@@ -354,19 +392,41 @@ class ExtractCache:
         if hit is not None:
             self._entries.move_to_end(key)
             self.hits += 1
-            items, calls, _ = hit
-            for counter, n, labels in calls:
-                stats.incr(counter, n, **labels)
-            yield from items
+            yield from _replay(hit.items, hit.calls, stats)
             return
         recorder = _RecordingStats(stats)
         items = []
         for item in _items(data, name, mime, depth, limits, cast(Stats, recorder), fmt):
             items.append(item)
             yield item
-        if any(c == "content.cap" and labels.get("cap") == "time" for c, _, labels in recorder.calls):
+        if _keepable(recorder.calls):
+            self._put(key, items, recorder.calls)
+
+    def _member(
+        self, member: _MemberResults, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats
+    ) -> Iterator[Item]:
+        """extract() of a registered member content, kept with its entry (see the class docstring)."""
+        key = (name, mime, depth, limits)
+        hit = member.results.get(key)
+        if hit is not None:
+            self.member_hits += 1
+            yield from _replay(hit[0], hit[1], stats)
             return
-        self._put(key, items, recorder.calls)
+        recorder = _RecordingStats(stats)
+        items = []
+        for item in _items(member.data, name, mime, depth, limits, cast(Stats, recorder), None):
+            items.append(item)
+            yield item
+        owner = member.owner
+        # The owner may have left the cache while the items were read (the pipeline extracts
+        # the members' members in between): then there is nothing to keep them with.
+        if _keepable(recorder.calls) and self._members.get(id(member.data)) is member:
+            size = 64 + sum(_held(i) for i in items)
+            member.results[key] = (items, recorder.calls)
+            self._register_members(owner, items)
+            owner.size += size
+            self.size += size
+            self._evict()
 
     def _cacheable(self, data: bytes, name: str, mime: str | None) -> str | None:
         """The format of a file the cache keeps (zip, ole, pdf), else None."""
@@ -375,18 +435,53 @@ class ExtractCache:
         fmt = detect_format(data, name, mime)  # cheap with these magic bytes
         return fmt if fmt in _CACHED_FORMATS else None
 
-    def _put(self, key: tuple[Any, ...], items: list[Item], calls: list[tuple[str, int, dict[str, Any]]]) -> None:
+    def _put(self, key: tuple[Any, ...], items: list[Item], calls: _Calls) -> None:
         size = len(key[0]) + 256 + sum(_held(i) for i in items)
         if size > self.max_bytes // 4:
             return
         old = self._entries.pop(key, None)
         if old is not None:
-            self.size -= old[2]
-        self._entries[key] = (items, calls, size)
+            self._drop(old)
+        entry = _Entry(items, calls, size)
+        self._entries[key] = entry
         self.size += size
+        self._register_members(entry, items)
+        self._evict()
+
+    def _register_members(self, owner: _Entry, items: list[Item]) -> None:
+        for item in items:
+            if not isinstance(item, Member):
+                continue
+            data = item.data
+            # bytes only: an id stands for unchanged content only while the object cannot change.
+            # Short ones too: a 200-byte gzip member may hold megabytes of text.
+            if type(data) is bytes and id(data) not in self._members:
+                self._members[id(data)] = _MemberResults(data, owner)
+                owner.member_ids.append(id(data))
+
+    def _evict(self) -> None:
         while self.size > self.max_bytes:
-            _, (_, _, dropped) = self._entries.popitem(last=False)
-            self.size -= dropped
+            _, dropped = self._entries.popitem(last=False)
+            self._drop(dropped)
+
+    def _drop(self, entry: _Entry) -> None:
+        self.size -= entry.size
+        for member_id in entry.member_ids:
+            member = self._members.get(member_id)
+            if member is not None and member.owner is entry:
+                del self._members[member_id]
+
+
+def _replay(items: list[Item], calls: _Calls, stats: Stats) -> Iterator[Item]:
+    for counter, n, labels in calls:
+        stats.incr(counter, n, **labels)
+    yield from items
+
+
+def _keepable(calls: _Calls) -> bool:
+    """A recorded outcome may be kept: the CPU-time cap (which depends on the machine, not the
+    input) did not cut it short."""
+    return not any(c == "content.cap" and labels.get("cap") == "time" for c, _, labels in calls)
 
 
 def _held(item: Item) -> int:

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import monitor.files as files_mod
 from monitor.config import default_config, load_config
 from monitor.content.magic import detect_type
 from monitor.errors import ConfigError
@@ -358,3 +359,129 @@ def test_small_writes_past_a_hash_block_are_hashed_once_each() -> None:
     assert len(expected) > 2 * HASH_BLOCK
     assert f.content() == expected
     assert (f.sha256, f.md5) == (hashlib.sha256(expected).hexdigest(), hashlib.md5(expected).hexdigest())  # noqa: S324
+
+
+# -- the digest memo: a member written again as the very same bytes object is not hashed again
+
+def member_of(data: bytes | bytearray, *, hashes: tuple[str, ...] = ("sha256",), close_as: str | None = None,
+              parent: FileObject | None = None) -> FileObject:
+    f = FileObject(None, 0, parent=parent or FileObject(None, 0), depth=1, hashes=hashes)
+    f.write(data)
+    f.close(close_as)
+    return f
+
+
+def digests_of(f: FileObject) -> tuple[str | None, str | None, str | None]:
+    return f.sha256, f.md5, f.sha1
+
+
+def expected_digests(data: bytes, names: tuple[str, ...]) -> tuple[str | None, str | None, str | None]:
+    def hexdigest(name: str) -> str | None:
+        return hashlib.new(name, data).hexdigest() if name in names else None
+    return hexdigest("sha256"), hexdigest("md5"), hexdigest("sha1")
+
+
+@pytest.fixture
+def fresh_memo(monkeypatch: pytest.MonkeyPatch) -> files_mod._DigestMemo:  # noqa: SLF001
+    memo = files_mod._DigestMemo(files_mod.DIGEST_MEMO_BYTES)  # noqa: SLF001
+    monkeypatch.setattr(files_mod, "_digest_memo", memo)
+    return memo
+
+
+@pytest.mark.parametrize("size", [files_mod.DIGEST_MEMO_MIN, 70_000, HASH_BLOCK, HASH_BLOCK + 5, 3 * HASH_BLOCK])
+@pytest.mark.parametrize("names", [("sha256",), ("sha256", "md5"), HASH_NAMES])
+def test_a_member_written_again_as_the_same_object_takes_its_digests_from_the_memo(
+        size, names, fresh_memo, monkeypatch) -> None:
+    data = random.Random(size).randbytes(size)
+    first = member_of(data, hashes=names)
+    assert digests_of(first) == expected_digests(data, names)
+    with monkeypatch.context() as m:
+        m.setattr(FileObject, "_hash", lambda self, d: pytest.fail("hashed again"))  # the memo answers
+        again = member_of(data, hashes=names)
+    assert digests_of(again) == digests_of(first)
+    assert again.content() is data and again.fileinfo()["sha256"] == first.sha256
+
+
+def test_equal_content_in_another_object_is_hashed_and_other_hash_sets_are_not_answered(fresh_memo) -> None:
+    data = random.Random(2).randbytes(50_000)
+    member_of(data)
+    hashed: list[int] = []
+    original = FileObject._hash  # noqa: SLF001
+
+    def counting(self: FileObject, d: object) -> None:
+        hashed.append(1)
+        original(self, d)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(FileObject, "_hash", counting)
+        copy = member_of(bytes(bytearray(data)))  # equal bytes, another object
+        with_md5 = member_of(data, hashes=BOTH)  # the same object, but the memo has no MD5 for it
+    assert len(hashed) == 2
+    assert digests_of(copy) == expected_digests(data, ("sha256",))
+    assert digests_of(with_md5) == expected_digests(data, BOTH)
+
+
+@pytest.mark.parametrize("close_as", [STATE_TRUNCATED, STATE_ERROR])
+def test_a_member_closed_short_or_with_a_gap_reports_no_hash_though_the_memo_knows_it(close_as, fresh_memo) -> None:
+    data = random.Random(3).randbytes(20_000)
+    member_of(data)
+    assert member_of(data, close_as=close_as).sha256 is None
+    gapped = FileObject(None, 0, parent=FileObject(None, 0), depth=1)
+    gapped.write(data)
+    gapped.gap(10)
+    gapped.close()
+    assert (gapped.state, gapped.sha256) == (STATE_TRUNCATED, None)
+
+
+def test_top_level_files_short_members_and_joined_pieces_stay_out_of_the_memo(fresh_memo) -> None:
+    data = random.Random(4).randbytes(30_000)
+    top = FileObject(None, 0)
+    top.write(data)
+    top.close()
+    member_of(data[: files_mod.DIGEST_MEMO_MIN - 1])
+    assert fresh_memo.size == 0 and top.sha256 == hashlib.sha256(data).hexdigest()
+    two = FileObject(None, 0, parent=top, depth=1)
+    two.write(data)
+    two.write(data)  # the content is a join of the two: a new object each time, no use keeping it
+    two.close()
+    assert two.sha256 == hashlib.sha256(data + data).hexdigest()
+
+
+def test_the_memo_is_bounded_and_forgets_least_recently_used_first(fresh_memo, monkeypatch) -> None:
+    monkeypatch.setattr(fresh_memo, "max_bytes", 100_000)
+    blobs = [random.Random(i).randbytes(30_000) for i in range(6)]
+    for blob in blobs:
+        member_of(blob)
+        assert fresh_memo.size <= 100_000
+    assert [fresh_memo.get(b, ("sha256",)) is not None for b in blobs] == [False, False, False, True, True, True]
+    member_of(random.Random(9).randbytes(200_000))  # larger than the whole memo: not kept
+    assert fresh_memo.size == 90_000
+
+
+POOL_SIZES = (0, 100, SMALL_WRITE, files_mod.DIGEST_MEMO_MIN - 1, files_mod.DIGEST_MEMO_MIN, 9_000, HASH_BLOCK + 3)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.lists(st.integers(0, len(POOL_SIZES) - 1), min_size=1, max_size=3),
+                          st.sampled_from([("sha256",), BOTH, HASH_NAMES]),
+                          st.sampled_from([None, STATE_TRUNCATED]), st.booleans()), max_size=12))
+def test_members_from_a_shared_pool_of_objects_always_report_hashlibs_digests(written) -> None:
+    # Members written as objects of a small pool (so the memo is hit, missed and refilled),
+    # in one or more pieces, closed cleanly or not, as members or top-level files.
+    pool = [random.Random(n).randbytes(n) for n in POOL_SIZES]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(files_mod, "_digest_memo", files_mod._DigestMemo(30_000))  # noqa: SLF001 - small: evictions too
+        write_and_check(pool, written)
+
+
+def write_and_check(pool: list[bytes], written: list[tuple[list[int], tuple[str, ...], str | None, bool]]) -> None:
+    for pieces, names, close_as, is_member in written:
+        parent = FileObject(None, 0) if is_member else None
+        f = FileObject(None, 0, parent=parent, depth=int(is_member), hashes=names)
+        for i in pieces:
+            f.write(pool[i])
+        f.close(close_as)
+        content = b"".join(pool[i] for i in pieces)
+        assert digests_of(f) == (expected_digests(content, names) if close_as is None else (None, None, None))
+        assert f.content() == (content if close_as is None else None)
+        assert files_mod._digest_memo.size <= 30_000  # noqa: SLF001
