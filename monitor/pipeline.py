@@ -253,10 +253,10 @@ class Pipeline:
         RawPacket where the caller has one (evidence keeps that object).
         """
         self.pcap_cnt = cnt
-        self.ingress = monotonic()
         if ts > self.now:
             self.now = ts
             if ts >= self._next_timer:
+                self.ingress = monotonic()  # what the timers raise carries this frame's arrival
                 self._timers(ts)
         counts = self._iface_counts.get(iface)
         if counts is None:
@@ -265,32 +265,33 @@ class Pipeline:
         counts[1] += wire
         counts[2] = ts
         # Fused fast path: an untagged Ethernet frame carrying IPv4 (no options, not a fragment)
-        # or IPv6 (no extension header) and TCP without SYN/FIN/RST/URG, of an established flow
+        # or IPv6 (no extension header) and TCP without SYN/FIN/RST/URG, of a known flow
         # (found in the table's ``fast_tcp`` by the raw endpoint bytes), that is a pure ACK or
         # the next in-order segment with nothing waiting on either side. For these, decode +
         # FlowTable.lookup + TcpReassembler.packet would only count, note the ACK and hand the
         # payload on: done here without a Packet or a key tuple. Anything else, and any check
-        # that fails, returns False (the full path) before any flow state was touched.
+        # that fails, returns False (the full path, which stamps the arrival itself) before any
+        # flow state was touched.
         fast = self.flows.fast_tcp
         if linktype != LINKTYPE_ETHERNET or n < 54 or fast is None:
             return False
-        etype, vhl, tot_len, frag, proto, seq, ack, offflags = ETH_IPV4_TCP(buf, start)
+        etype, vhl, tot_len, frag, proto, key, seq, ack, offflags = ETH_IPV4_TCP(buf, start)
         if etype == 0x0800:
             hlen = (offflags >> 12) << 2
             if vhl != 0x45 or proto != PROTO_TCP or frag & 0x3FFF or not 40 <= tot_len <= n - 14 \
                     or not 20 <= hlen <= tot_len - 20 or offflags & 0x27:  # SYN FIN RST URG
                 return False
-            hit = fast.get(buf[start + 26:start + 38])
+            hit = fast.get(key)
             if hit is None:
                 return False
             payload = buf[start + 34 + hlen:start + 14 + tot_len]
         elif etype == 0x86DD and n >= 74:
-            etype, vfc, plen, nh, seq, ack, offflags = ETH_IPV6_TCP(buf, start)
+            etype, vfc, plen, nh, key, seq, ack, offflags = ETH_IPV6_TCP(buf, start)
             hlen = (offflags >> 12) << 2
             if vfc >> 4 != 6 or nh != PROTO_TCP or not 20 <= plen <= n - 54 or not 20 <= hlen <= plen \
                     or offflags & 0x27:
                 return False
-            hit = fast.get(buf[start + 22:start + 58])
+            hit = fast.get(key)
             if hit is None:
                 return False
             payload = buf[start + 54 + hlen:start + 54 + plen]
@@ -298,29 +299,60 @@ class Pipeline:
             return False
         fast_flow, direction = hit
         streams = fast_flow.streams
-        if streams is None or fast_flow.state == "new":
+        if streams is None:
             return False
         s = streams[direction]
         peer = streams[direction ^ 1]
         if peer.pend or (seq != s.nseq if payload else s.pend):
             return False
-        # FlowTable.lookup's bookkeeping (no state change: no SYN/FIN/RST, not new).
+        # A flow still "new" (this is the handshake's last ACK, or a pickup's next segment) may
+        # change state, as FlowTable.lookup would have it; unless it holds a stream chunk,
+        # which the full path would hand on first.
+        settling = fast_flow.state == "new"
+        if settling and (s.chunk is not None or peer.chunk is not None):
+            return False
+        # FlowTable.lookup's bookkeeping (no SYN/FIN/RST: a state change only out of "new").
         fast_flow.pkts[direction] += 1
         fast_flow.bytes[direction] += wire
         fast_flow.last_ts = ts
         flags = offflags & 0xFF
         fast_flow.tflags |= flags << (direction << 3)
+        if settling:
+            self.flows.tcp_state(fast_flow, direction, flags, ack)
         rec = fast_flow.recorder
         if rec is not None:
             rec.add(raw if raw is not None else RawPacket(ts, linktype, buf[start:start + n], cnt, iface, wire))
         if payload:
-            self.reassembler.in_order(fast_flow, direction, s, seq, payload, ts)
+            # The arrival stamp (monotonic(): the alert latency) only where bytes go on: a pure
+            # ACK here hands nothing on (the timers above took their own stamp).
+            self.ingress = ingress = monotonic()
+            self.reassembler.take(s, seq, payload)
+            chunk = s.chunk
+            if chunk is not None and fast_flow.app_proto in CHUNKED_PROTOCOLS:
+                # on_data -> _collect, inlined for a direction already collecting: its app
+                # state was charged with its first bytes, and the other direction holds no
+                # chunk (collecting one hands the other's on first).
+                chunk.parts.append(payload)
+                size = chunk.size + len(payload)
+                chunk.size = size
+                chunk.ts = ts
+                chunk.pcap_cnt = cnt
+                chunk.ingress = ingress
+                held = self._chunk_held + len(payload)
+                self._chunk_held = held
+                if size >= self._chunk_size:
+                    self._flush_chunk(fast_flow, direction)
+                elif held > self._chunk_memcap:
+                    self._chunks_over_memcap()
+            else:
+                self.on_data(fast_flow, direction, payload, ts)
         if flags & TH_ACK:
             peer.ack_seq = ack
         return True
 
     def process_decoded(self, raw: RawPacket) -> None:
         """The second half of :meth:`process`: decode, flow lookup, reassembly or datagram."""
+        self.ingress = monotonic()  # the frame's arrival (alert latency)
         pkt = self.decoder.decode(raw)
         if pkt is None:
             return
@@ -449,8 +481,11 @@ class Pipeline:
         if chunk.size >= self._chunk_size:
             self._flush_chunk(flow, direction)
         elif self._chunk_held > self._chunk_memcap:
-            self.stats.incr("memcap.hit", cap="stream.chunks")
-            self.flush_chunks()
+            self._chunks_over_memcap()
+
+    def _chunks_over_memcap(self) -> None:
+        self.stats.incr("memcap.hit", cap="stream.chunks")
+        self.flush_chunks()
 
     def _flush_chunk(self, flow: Flow, direction: int) -> None:
         """Hand one collected chunk on, as of the packet that completed it."""

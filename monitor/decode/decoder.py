@@ -77,11 +77,12 @@ _eth_ipv4 = struct.Struct("!6s6sHBxHxxHxBxx4s4s").unpack_from
 _tcp_hdr = struct.Struct("!HHIIHHHH").unpack_from
 # The pipeline's fused fast path (Pipeline.process) reads these from untagged Ethernet frames,
 # the endpoints being the flow table's ``fast_tcp`` key (src, dst, sport, dport, contiguous).
-# IPv4 (frame bytes 0-47): ethertype, vhl, tot_len, frag, proto, seq, ack, data offset + flags.
-ETH_IPV4_TCP = struct.Struct("!12xHBxH2xHxB2x8x4xIIH").unpack_from
-# IPv6 (frame bytes 0-67): ethertype, version/class byte, payload length, next header, seq, ack,
-# data offset + flags.
-ETH_IPV6_TCP = struct.Struct("!12xHB3xHBx32x4xIIH").unpack_from
+# IPv4 (frame bytes 0-47): ethertype, vhl, tot_len, frag, proto, the 12 endpoint bytes (the
+# ``fast_tcp`` key, taken by the same unpack rather than by a slice), seq, ack, data offset + flags.
+ETH_IPV4_TCP = struct.Struct("!12xHBxH2xHxB2x12sIIH").unpack_from
+# IPv6 (frame bytes 0-67): ethertype, version/class byte, payload length, next header, the 36
+# endpoint bytes, seq, ack, data offset + flags.
+ETH_IPV6_TCP = struct.Struct("!12xHB3xHBx36sIIH").unpack_from
 _udp_hdr = struct.Struct("!HHHH").unpack_from
 _u16 = struct.Struct("!H").unpack_from
 

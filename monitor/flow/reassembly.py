@@ -185,7 +185,8 @@ class TcpReassembler:
                 streams[direction ^ 1].ack_seq = pkt.ack
             self._after(flow, direction, streams, s, pkt)
             return
-        self.in_order(flow, direction, s, seq, payload, pkt.ts)
+        self.take(s, seq, payload)  # in_order, one call less
+        self.sink.on_data(flow, direction, payload, pkt.ts)
         if flags & TH_ACK:
             peer = streams[direction ^ 1]
             peer.ack_seq = pkt.ack
@@ -201,6 +202,15 @@ class TcpReassembler:
         next needs it. Acknowledgements are the caller's (``packet``, or the pipeline's fused
         path, which first checked that nothing waits on either side).
         """
+        self.take(s, seq, payload)
+        self.sink.on_data(flow, direction, payload, ts)
+
+    def take(self, s: Stream, seq: int, payload: bytes) -> None:
+        """:meth:`in_order` up to the hand-off: ``payload`` (at ``seq == s.nseq``) is delivered.
+
+        The pipeline's fused path calls this and hands the bytes on itself (straight into the
+        direction's stream chunk where one is being collected).
+        """
         n = len(payload)
         s.next += n
         s.nseq = (seq + n) & _M32
@@ -210,12 +220,12 @@ class TcpReassembler:
         if recent is not None and held <= self.memcap:
             recent.append(payload)
             self.held = held
-            s.recent_bytes += n
-            if s.recent_bytes > self.recent_trim:
+            kept = s.recent_bytes + n
+            s.recent_bytes = kept
+            if kept > self.recent_trim:
                 self._trim(s)
         else:
             self._remember(s, payload)
-        self.sink.on_data(flow, direction, payload, ts)
 
     def _after(self, flow: Flow, direction: int, streams: tuple[Stream, Stream], s: Stream, pkt: Packet) -> None:
         """After a packet: its acknowledgement may release or skip bytes waiting on the other

@@ -192,7 +192,7 @@ class FlowTable:
         if flags:  # TCP (other protocols have no flags)
             flow.tflags |= flags << (direction << 3)
             if flags & _STATE_FLAGS or flow.state == "new":
-                self._tcp_state(flow, direction, pkt)
+                self.tcp_state(flow, direction, flags, pkt.ack)
         return flow, direction, False
 
     @staticmethod
@@ -259,7 +259,7 @@ class FlowTable:
         if proto == PROTO_TCP:
             flow.tflags = flags << (direction << 3)
             if flags & _STATE_FLAGS:
-                self._tcp_state(flow, direction, pkt)
+                self.tcp_state(flow, direction, flags, pkt.ack)
         else:
             flow.tflags = 0
         return flow, direction, True
@@ -282,12 +282,13 @@ class FlowTable:
             return False
         return flow.syn_seq != pkt.seq
 
-    def _tcp_state(self, flow: TableFlow, direction: int, pkt: Packet) -> None:
-        """State changes: handshake, FIN both ways, RST."""
-        flags = pkt.tcp_flags
+    def tcp_state(self, flow: TableFlow, direction: int, flags: int, ack: int) -> None:
+        """State changes: handshake, FIN both ways, RST, for a packet of ``flags`` and ``ack``
+        already counted. Also the pipeline's fused path, for a flow still ``new`` (the
+        handshake's last ACK)."""
         if flow.syn_seq is None and flags & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK and direction == TO_CLIENT:
             # Picked up at the SYN/ACK: it tells the client's ISN (a late SYN copy is no reuse).
-            flow.syn_seq = (pkt.ack - 1) & 0xFFFFFFFF
+            flow.syn_seq = (ack - 1) & 0xFFFFFFFF
         state = flow.state
         seen_ts = flow.tflags & 0xFF
         seen_tc = flow.tflags >> 8

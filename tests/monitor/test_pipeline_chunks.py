@@ -51,13 +51,12 @@ class FeedCounting(Pipeline):
         super().__init__(*args, **kwargs)
         self.hand_offs = 0
         self.streams: dict[tuple[int, int], bytearray] = {}
-        self.handed_cnt: set[tuple[int, int, int]] = set()  # (flow id, direction, pcap_cnt) of on_data
-
-    def on_data(self, flow: Any, direction: int, data: bytes, ts: float) -> None:
-        self.handed_cnt.add((flow.flow_id, direction, self.pcap_cnt))
-        super().on_data(flow, direction, data, ts)
+        # (flow id, direction, pcap_cnt) of each hand-off: the packet whose numbers its results
+        # carry (a chunk's last packet; the fused path appends to a chunk without on_data).
+        self.handed_cnt: set[tuple[int, int, int]] = set()
 
     def _hand_on(self, flow: Any, direction: int, data: bytes, ts: float) -> None:
+        self.handed_cnt.add((flow.flow_id, direction, self.pcap_cnt))
         self.hand_offs += 1
         self.streams.setdefault((flow.flow_id, direction), bytearray()).extend(data)
         super()._hand_on(flow, direction, data, ts)
@@ -115,11 +114,13 @@ def _content(events: list[Event]) -> Counter:
     return Counter({(t, d, tx, f, _FILE_ID.sub(r"\1", body)): n for (t, d, tx, f, body), n in out.items()})
 
 
-def _assert_same_findings(frames: list[RawPacket]) -> tuple[FeedCounting, FeedCounting, list[Event]]:
-    chunked, chunked_events, chunked_counters = _run(frames, _config(65536))
+def _assert_same_findings(frames: list[RawPacket], cfg: Config | None = None,
+                          ) -> tuple[FeedCounting, FeedCounting, list[Event]]:
+    chunked, chunked_events, chunked_counters = _run(frames, cfg or _config(65536))
     single, single_events, single_counters = _run(frames, _config(0))
     assert chunked.streams == single.streams  # every flow direction handed the same bytes
     assert _content(chunked_events) == _content(single_events)
+    chunked_counters.pop(("memcap.hit", (("cap", "stream.chunks"),)), None)  # chunks only
     assert chunked_counters == single_counters
     # An alert names a packet of its own flow and direction that brought bytes, no earlier than
     # the packet that completed the match segment by segment (the n-th alert of a flow, rule and
@@ -157,9 +158,14 @@ def test_corpus_captures_same_findings_in_chunks(path):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(flow_spec, min_size=1, max_size=3), st.lists(segment, min_size=1, max_size=60),
-       st.sampled_from([1, 7, 100, 1460]))
-def test_generated_sessions_same_findings_in_chunks(specs, schedule, chunk):
-    _assert_same_findings(_session(specs, schedule, chunk))
+       st.sampled_from([1, 7, 100, 1460]),
+       st.sampled_from([(65536, None), (1, None), (150, None), (3000, None), (65536, 200), (65536, 2000)]))
+def test_generated_sessions_same_findings_in_chunks(specs, schedule, chunk, limits):
+    # Chunks that fill up (chunk_size) or together pass chunk_memcap within a session, while
+    # the fused path appends to them, as well as chunks that go on only at the flow's end.
+    chunk_size, chunk_memcap = limits
+    cfg = _config(chunk_size) if chunk_memcap is None else _config(chunk_size, chunk_memcap=chunk_memcap)
+    _assert_same_findings(_session(specs, schedule, chunk), cfg)
 
 
 def _interleaved_uploads(n_flows: int, body: bytes, mss: int = 1448) -> list[RawPacket]:
@@ -236,6 +242,54 @@ def test_chunk_memcap_hands_every_chunk_on_and_counts():
     assert tight_counters[("memcap.hit", (("cap", "stream.chunks"),))] > 0
     assert tight.streams == single.streams
     assert _content(tight_events) == _content(single_events)
+
+
+class HandOffRecording(FeedCounting):
+    """Also lists every hand-off as (direction, pcap_cnt, length), in order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hand_off_list: list[tuple[int, int, int]] = []
+
+    def _hand_on(self, flow: Any, direction: int, data: bytes, ts: float) -> None:
+        self.hand_off_list.append((direction, self.pcap_cnt, len(data)))
+        super()._hand_on(flow, direction, data, ts)
+
+
+def _nine_segment_upload() -> tuple[list[RawPacket], list[int]]:
+    """One upload whose request is exactly nine 1448-byte segments (each acknowledged), and
+    the pcap_cnt of each data segment."""
+    head = b"POST /upload HTTP/1.1\r\nHost: example.net\r\nContent-Type: application/octet-stream\r\n" \
+        b"Content-Length: %d\r\n\r\n"
+    size = 9 * 1448 - len(head % 10_000)  # a 5-digit length either way
+    body = (bytes(range(256)) * 60)[:size]
+    frames = _interleaved_uploads(1, body)
+    data_cnts = [raw.pcap_cnt for raw in frames if len(raw.data) == 54 + 1448]
+    assert len(data_cnts) == 9
+    return frames, data_cnts
+
+
+@pytest.mark.parametrize("limits", [{"chunk_size": 3 * 1448}, {"chunk_size": 65536, "chunk_memcap": 2 * 1448 + 1}],
+                         ids=["chunk_size", "chunk_memcap"])
+def test_chunk_filled_by_appended_segments_goes_on_at_its_limit(limits):
+    """The first segment goes on alone (it tells the protocol); the second starts a chunk
+    (on_data), the next two join it on the fused path, and the fourth reaches the size (or the
+    memcap, nothing else being held) and the chunk goes on as of that packet; so again from the
+    fifth; the last two go on at the FIN."""
+    frames, data_cnts = _nine_segment_upload()
+    cfg = _config(limits["chunk_size"], **{k: v for k, v in limits.items() if k != "chunk_size"})
+    stats = Stats()
+    pipeline = HandOffRecording(cfg, stats=stats, eve_path="", replay=True, evidence=False)
+    for raw in frames:
+        pipeline.process(raw)
+    pipeline.finish()
+    to_server = [(cnt, n) for d, cnt, n in pipeline.hand_off_list if d == 0]
+    assert to_server == [(data_cnts[0], 1448), (data_cnts[3], 3 * 1448), (data_cnts[6], 3 * 1448),
+                         (data_cnts[8], 2 * 1448)]
+    hits = stats.counters.get(("memcap.hit", (("cap", "stream.chunks"),)), 0)
+    assert hits == (2 if "chunk_memcap" in limits else 0)
+    assert pipeline._chunk_held == 0 and not pipeline._chunked
+    _assert_same_findings(frames, cfg)
 
 
 def test_flush_chunks_hands_on_what_waits():

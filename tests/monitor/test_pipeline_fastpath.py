@@ -36,15 +36,20 @@ _FILE_ID = re.compile(r'("(?:parent_)?file_id":)(\d+)')
 
 
 class RecordingPipeline(Pipeline):
-    """A Pipeline that also records every on_data hand-off."""
+    """A Pipeline that also records every hand-off of in-order bytes to the parser and the scan.
+
+    Recorded at ``_hand_on``, where every path meets: ``on_data`` without stream chunks, the
+    chunk's flush with them (the fused path appends to a chunk being collected without
+    ``on_data``), each as of the packet whose numbers the results carry.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.handed: list[tuple[int, int, int, bytes, float]] = []
 
-    def on_data(self, flow: Any, direction: int, data: bytes, ts: float) -> None:
+    def _hand_on(self, flow: Any, direction: int, data: bytes, ts: float) -> None:
         self.handed.append((flow.flow_id, direction, self.pcap_cnt, bytes(data), ts))
-        super().on_data(flow, direction, data, ts)
+        super()._hand_on(flow, direction, data, ts)
 
 
 # Without stream chunks: the full path hands every packet's bytes on at once (it makes any
@@ -230,11 +235,15 @@ def test_generated_in_order_session_takes_the_fast_path():
     decoded = []
     decode = pipeline.decoder.decode
     pipeline.decoder.decode = lambda raw: decoded.append(raw.pcap_cnt) or decode(raw)  # type: ignore[method-assign]
+    states = []
     for raw in frames:
         pipeline.process(raw)
-    # The handshake goes the full way (it creates the flow, its streams and state); the
-    # in-order data and the final ACK never reach the decoder.
-    assert decoded == [1, 2, 3]
+        states.extend(flow.state for flow in pipeline.flows.flows.values())
+    # SYN and SYN/ACK go the full way (they create the flow, its streams and ISNs); the
+    # handshake's last ACK (which makes the flow established), the in-order data and the
+    # final ACK never reach the decoder.
+    assert decoded == [1, 2]
+    assert states[:3] == ["new", "new", "established"]
     assert b"".join(h[3] for h in pipeline.handed) == (bytes(range(256)) * 4)[:1000]
 
 
@@ -338,7 +347,8 @@ def test_generated_sessions_same_through_the_replay_driver(tmp_path, specs, sche
 
 
 def test_replay_driver_builds_raw_packets_only_for_the_full_path(tmp_path):
-    """Not vacuous: in-order data and ACKs never become RawPackets, and never reach process()."""
+    """Not vacuous: in-order data and ACKs (the handshake's last too) never become RawPackets, and
+    never reach process()."""
     schedule = [(0, True, k, 0x18, "", 0.01) for k in range(10)] + [(0, False, -1, 0x10, "", 0.01)]
     path = tmp_path / "in-order.pcap"
     _write_pcap(path, _session([("v4", None, b"", 1000, 5000, True)], schedule, 100))
@@ -348,7 +358,7 @@ def test_replay_driver_builds_raw_packets_only_for_the_full_path(tmp_path):
     pipeline.process_decoded = lambda raw: full.append(raw.pcap_cnt) or decoded(raw)  # type: ignore[method-assign]
     pipeline.process = lambda raw: pytest.fail("the driver took the RawPacket path")  # type: ignore[method-assign]
     pipeline.replay_capture(read_capture(path, stats=Stats()))
-    assert full == [1, 2, 3]  # the handshake
+    assert full == [1, 2]  # SYN and SYN/ACK (the handshake's last ACK takes the fused path)
     assert [h[2] for h in pipeline.handed] == list(range(4, 14))  # pcap_cnt of each data segment
     assert b"".join(h[3] for h in pipeline.handed) == (bytes(range(256)) * 4)[:1000]
     assert pipeline.packets == 14
