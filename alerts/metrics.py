@@ -79,6 +79,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "Timestamp of the last packet seen on the interface", _IFACE),
     MetricSpec("capture.running", "leakmon_capture_running", "gauge",
                "1 while the capture source of the interface is open", _IFACE),
+    MetricSpec("capture.socket_errors", "leakmon_capture_socket_errors_total", "counter",
+               "Errors the capture socket reported (interface down, flapped or removed)", _IFACE),
     MetricSpec("flow.created", "leakmon_flows_created_total", "counter", "Flows created", always=True),
     MetricSpec("flow.evicted", "leakmon_flows_evicted_total", "counter",
                "Flows ended early by the flow table (memcap, max_flows)", (("reason", "reason"),)),
