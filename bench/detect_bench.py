@@ -148,10 +148,20 @@ class _Emitted:
         self.events.append(ev)
 
 
+def _replay(capture: str) -> None:
+    """Replay ``capture`` through a real sensor with the Hyperscan engine (callers record calls)."""
+    from monitor.capture.pcapfile import read_capture
+    from monitor.runner import Sensor
+
+    sensor = Sensor(_config("hyperscan"), eve_path=None, replay=True)
+    for raw in read_capture(capture, stats=sensor.stats):
+        sensor.pipeline.process(raw)
+    sensor.finish()
+
+
 def _captured(capture: str) -> tuple[list[tuple[int, int, bytes]], int, list[Flow]]:
     """The stream_data calls a real replay of ``capture`` makes (flow index, direction, data)."""
     import detectors.engine as engine_mod
-    from monitor.runner import Sensor
 
     calls: list[tuple[Flow, int, bytes]] = []
     real = engine_mod.Detection.stream_data
@@ -162,12 +172,7 @@ def _captured(capture: str) -> tuple[list[tuple[int, int, bytes]], int, list[Flo
 
     engine_mod.Detection.stream_data = record  # type: ignore[method-assign]
     try:
-        from monitor.capture.pcapfile import read_capture
-
-        sensor = Sensor(_config("hyperscan"), eve_path=None, replay=True)
-        for raw in read_capture(capture, stats=sensor.stats):
-            sensor.pipeline.process(raw)
-        sensor.finish()
+        _replay(capture)
     finally:
         engine_mod.Detection.stream_data = real  # type: ignore[method-assign]
     index: dict[int, int] = {}
@@ -228,8 +233,6 @@ def _record_views(capture: str) -> list[tuple[str, int, bytes]]:
     (a flow direction), "file" (a file object) or "buffer" (a block scan, key 0). A key is
     forgotten when its flow or file ends, so a recycled ``id()`` starts a new stream."""
     import detectors.engine as engine_mod
-    from monitor.capture.pcapfile import read_capture
-    from monitor.runner import Sensor
 
     calls: list[tuple[str, int, bytes]] = []
     keys: dict[tuple[str, int], int] = {}
@@ -265,10 +268,7 @@ def _record_views(capture: str) -> list[tuple[str, int, bytes]]:
     det.stream_data, det.file_data, det.buffer = stream_data, file_data, buffer  # type: ignore[method-assign]
     det._file_closed, det._flow_end = file_closed, flow_end  # type: ignore[method-assign]
     try:
-        sensor = Sensor(_config("hyperscan"), eve_path=None, replay=True)
-        for raw in read_capture(capture, stats=sensor.stats):
-            sensor.pipeline.process(raw)
-        sensor.finish()
+        _replay(capture)
     finally:
         det.stream_data, det.file_data, det.buffer, det._file_closed, det._flow_end = real  # type: ignore[method-assign]
     return calls
