@@ -325,25 +325,14 @@ class Pipeline:
         if payload:
             # The arrival stamp (monotonic(): the alert latency) only where bytes go on: a pure
             # ACK here hands nothing on (the timers above took their own stamp).
-            self.ingress = ingress = monotonic()
+            self.ingress = monotonic()
             self.reassembler.take(s, seq, payload)
             chunk = s.chunk
             if chunk is not None and fast_flow.app_proto in CHUNKED_PROTOCOLS:
-                # on_data -> _collect, inlined for a direction already collecting: its app
-                # state was charged with its first bytes, and the other direction holds no
-                # chunk (collecting one hands the other's on first).
-                chunk.parts.append(payload)
-                size = chunk.size + len(payload)
-                chunk.size = size
-                chunk.ts = ts
-                chunk.pcap_cnt = cnt
-                chunk.ingress = ingress
-                held = self._chunk_held + len(payload)
-                self._chunk_held = held
-                if size >= self._chunk_size:
-                    self._flush_chunk(fast_flow, direction)
-                elif held > self._chunk_memcap:
-                    self._chunks_over_memcap()
+                # A direction already collecting: its app state was charged with its first
+                # bytes, and the other direction holds no chunk (collecting one hands the
+                # other's on first), so on_data -> _collect would only add to the chunk.
+                self._add_to_chunk(fast_flow, direction, chunk, payload, ts)
             else:
                 self.on_data(fast_flow, direction, payload, ts)
         if flags & TH_ACK:
@@ -471,6 +460,11 @@ class Pipeline:
         if chunk is None:
             chunk = s.chunk = StreamChunk()
             self._chunked[id(flow)] = flow
+        self._add_to_chunk(flow, direction, chunk, data, ts)
+
+    def _add_to_chunk(self, flow: Flow, direction: int, chunk: StreamChunk, data: bytes, ts: float) -> None:
+        """``data`` joins the direction's chunk, as of the current packet; a full chunk goes on,
+        and all of them when their memcap is passed."""
         chunk.parts.append(data)
         n = len(data)
         chunk.size += n
