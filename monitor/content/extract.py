@@ -20,7 +20,7 @@ from __future__ import annotations
 import lzma
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, cast
 
 from monitor.config import ContentConfig
@@ -394,13 +394,9 @@ class ExtractCache:
             self.hits += 1
             yield from _replay(hit.items, hit.calls, stats)
             return
-        recorder = _RecordingStats(stats)
-        items = []
-        for item in _items(data, name, mime, depth, limits, cast(Stats, recorder), fmt):
-            items.append(item)
-            yield item
-        if _keepable(recorder.calls):
-            self._put(key, items, recorder.calls)
+        items, calls = yield from _recorded(data, name, mime, depth, limits, stats, fmt)
+        if _keepable(calls):
+            self._put(key, items, calls)
 
     def _member(
         self, member: _MemberResults, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats
@@ -412,17 +408,13 @@ class ExtractCache:
             self.member_hits += 1
             yield from _replay(hit[0], hit[1], stats)
             return
-        recorder = _RecordingStats(stats)
-        items = []
-        for item in _items(member.data, name, mime, depth, limits, cast(Stats, recorder), None):
-            items.append(item)
-            yield item
+        items, calls = yield from _recorded(member.data, name, mime, depth, limits, stats, None)
         owner = member.owner
         # The owner may have left the cache while the items were read (the pipeline extracts
         # the members' members in between): then there is nothing to keep them with.
-        if _keepable(recorder.calls) and self._members.get(id(member.data)) is member:
+        if _keepable(calls) and self._members.get(id(member.data)) is member:
             size = 64 + sum(_held(i) for i in items)
-            member.results[key] = (items, recorder.calls)
+            member.results[key] = (items, calls)
             self._register_members(owner, items)
             owner.size += size
             self.size += size
@@ -470,6 +462,17 @@ class ExtractCache:
             member = self._members.get(member_id)
             if member is not None and member.owner is entry:
                 del self._members[member_id]
+
+
+def _recorded(data: bytes, name: str, mime: str | None, depth: int, limits: ContentConfig, stats: Stats,
+              fmt: str | None) -> Generator[Item, None, tuple[list[Item], _Calls]]:
+    """extract()'s items, yielded as they come; returns them with the counter increments they made."""
+    recorder = _RecordingStats(stats)
+    items = []
+    for item in _items(data, name, mime, depth, limits, cast(Stats, recorder), fmt):
+        items.append(item)
+        yield item
+    return items, recorder.calls
 
 
 def _replay(items: list[Item], calls: _Calls, stats: Stats) -> Iterator[Item]:
